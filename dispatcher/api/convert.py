@@ -1,0 +1,277 @@
+"""Every conversion between protobuf messages and domain values.
+
+Enum tables are explicit dicts; tests/unit/test_convert.py checks that every
+proto value except *_UNSPECIFIED maps both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from dispatcher.api.errors import code_of
+from dispatcher.domain import models as m
+from dispatcher.domain.errors import DispatchError, InvalidArgument
+from dispatcher.domain.validation import DEFAULT_RETRY
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
+from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
+
+PRIORITY_TO_DOMAIN: dict[int, m.Priority] = {
+    jpb.PRIORITY_UNSPECIFIED: m.Priority.DEFAULT,
+    jpb.PRIORITY_CRITICAL: m.Priority.CRITICAL,
+    jpb.PRIORITY_HIGH: m.Priority.HIGH,
+    jpb.PRIORITY_DEFAULT: m.Priority.DEFAULT,
+    jpb.PRIORITY_LOW: m.Priority.LOW,
+}
+PRIORITY_TO_PROTO: dict[m.Priority, int] = {
+    m.Priority.CRITICAL: jpb.PRIORITY_CRITICAL,
+    m.Priority.HIGH: jpb.PRIORITY_HIGH,
+    m.Priority.DEFAULT: jpb.PRIORITY_DEFAULT,
+    m.Priority.LOW: jpb.PRIORITY_LOW,
+}
+STATE_TO_PROTO: dict[m.JobState, int] = {
+    m.JobState.QUEUED: jpb.JOB_STATE_QUEUED,
+    m.JobState.SCHEDULED: jpb.JOB_STATE_SCHEDULED,
+    m.JobState.LEASED: jpb.JOB_STATE_LEASED,
+    m.JobState.SUCCEEDED: jpb.JOB_STATE_SUCCEEDED,
+    m.JobState.DEAD_LETTERED: jpb.JOB_STATE_DEAD_LETTERED,
+    m.JobState.CANCELLED: jpb.JOB_STATE_CANCELLED,
+}
+
+# A Duration past this many milliseconds is out of every range we accept;
+# clamping here keeps int conversions exact and lets validation name the field.
+_MAX_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+def _ms(d: duration_pb2.Duration) -> int:
+    ms = d.seconds * 1000 + d.nanos // 1_000_000
+    return max(min(ms, _MAX_MS), -_MAX_MS)
+
+
+def _ts_ms(t: timestamp_pb2.Timestamp) -> int:
+    return t.seconds * 1000 + t.nanos // 1_000_000
+
+
+def _ts(ms: int | None) -> timestamp_pb2.Timestamp | None:
+    if ms is None:
+        return None
+    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _dur(ms: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def to_domain_priority(value: int, field: str) -> m.Priority:
+    try:
+        return PRIORITY_TO_DOMAIN[value]
+    except KeyError:
+        raise InvalidArgument.field(field, "is not a known priority") from None
+
+
+def to_domain_retry(p: jpb.RetryPolicy) -> m.RetryPolicy:
+    initial = _ms(p.initial_backoff) if p.HasField("initial_backoff") else DEFAULT_RETRY.initial_backoff_ms
+    default_max = max(DEFAULT_RETRY.max_backoff_ms, initial)
+    return m.RetryPolicy(
+        initial_backoff_ms=initial,
+        max_backoff_ms=_ms(p.max_backoff) if p.HasField("max_backoff") else default_max,
+        multiplier=p.multiplier if p.HasField("multiplier") else DEFAULT_RETRY.multiplier,
+        jitter=p.jitter if p.HasField("jitter") else DEFAULT_RETRY.jitter,
+    )
+
+
+def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
+    return m.JobSpec(
+        queue=s.queue,
+        type=s.type,
+        payload=s.payload,
+        content_type=s.content_type,
+        priority=to_domain_priority(s.priority, f"{field}.priority"),
+        metadata=dict(s.metadata),
+        max_attempts=s.max_attempts,
+        retry_policy=to_domain_retry(s.retry_policy) if s.HasField("retry_policy") else None,
+        lease_duration_ms=_ms(s.lease_duration),
+        run_at_ms=_ts_ms(s.run_at) if s.HasField("run_at") else None,
+        delay_ms=_ms(s.delay) if s.HasField("delay") else None,
+        idempotency_key=s.idempotency_key,
+    )
+
+
+def to_domain_specs(specs: Sequence[jpb.JobSpec]) -> list[m.JobSpec | InvalidArgument]:
+    """Convert batch items; an item that cannot even be converted fails on its own."""
+    out: list[m.JobSpec | InvalidArgument] = []
+    for i, s in enumerate(specs):
+        try:
+            out.append(to_domain_spec(s, f"jobs[{i}]"))
+        except InvalidArgument as exc:
+            out.append(exc)
+    return out
+
+
+def to_proto_retry(p: m.RetryPolicy) -> jpb.RetryPolicy:
+    return jpb.RetryPolicy(
+        initial_backoff=_dur(p.initial_backoff_ms),
+        max_backoff=_dur(p.max_backoff_ms),
+        multiplier=p.multiplier,
+        jitter=p.jitter,
+    )
+
+
+def to_proto_job(j: m.Job) -> jpb.Job:
+    return jpb.Job(
+        id=j.id,
+        namespace=j.namespace,
+        queue=j.queue,
+        type=j.type,
+        payload=j.payload,
+        content_type=j.content_type,
+        priority=PRIORITY_TO_PROTO[j.priority],  # type: ignore[arg-type]
+        metadata=j.metadata,
+        state=STATE_TO_PROTO[j.state],  # type: ignore[arg-type]
+        attempt=j.attempt,
+        max_attempts=j.max_attempts,
+        retry_policy=to_proto_retry(j.retry_policy),
+        lease_duration=_dur(j.lease_duration_ms),
+        progress=jpb.Progress(percent=j.progress_percent, message=j.progress_message),
+        create_time=_ts(j.created_ms),
+        start_time=_ts(j.started_ms),
+        finish_time=_ts(j.finished_ms),
+        next_run_time=_ts(j.run_at_ms) if j.state in (m.JobState.QUEUED, m.JobState.SCHEDULED) else None,
+        last_error=j.last_error,
+        result=j.result,
+        result_content_type=j.result_content_type,
+        lease_holder=j.lease_holder if j.state is m.JobState.LEASED else "",
+        version=j.version,
+        idempotency_key=j.idempotency_key or "",
+    )
+
+
+def to_proto_error(exc: DispatchError) -> jpb.ItemError:
+    return jpb.ItemError(code=code_of(exc).value[0], reason=exc.reason, message=exc.message)
+
+
+# ---- per RPC ------------------------------------------------------------
+
+def to_proto_enqueue(r: m.Enqueued) -> pb.EnqueueResponse:
+    return pb.EnqueueResponse(job=to_proto_job(r.job), created=r.created)
+
+
+def to_proto_enqueue_batch(results: Sequence[m.Enqueued | DispatchError]) -> pb.EnqueueBatchResponse:
+    out = pb.EnqueueBatchResponse()
+    for r in results:
+        if isinstance(r, DispatchError):
+            out.results.add(error=to_proto_error(r))
+        else:
+            out.results.add(job=to_proto_job(r.job), created=r.created)
+    return out
+
+
+def to_proto_status(job: m.Job) -> pb.GetStatusResponse:
+    return pb.GetStatusResponse(job=to_proto_job(job))
+
+
+def to_domain_lease(r: pb.LeaseRequest, time_remaining_s: float | None) -> m.LeaseRequest:
+    wait_ms = _ms(r.wait)
+    if time_remaining_s is not None:
+        # Answer before the caller's deadline, with a margin for the trip back.
+        margin_ms = min(500, int(time_remaining_s * 100))
+        wait_ms = min(wait_ms, int(time_remaining_s * 1000) - margin_ms)
+    return m.LeaseRequest(
+        namespace=r.namespace,
+        worker_id=r.worker_id,
+        queues=list(r.queues),
+        max_jobs=r.max_jobs,
+        wait_ms=wait_ms,
+        lease_duration_ms=_ms(r.lease_duration) if r.HasField("lease_duration") else None,
+    )
+
+
+def to_proto_leases(leases: Sequence[m.GrantedLease]) -> pb.LeaseResponse:
+    return pb.LeaseResponse(
+        leases=[
+            pb.Lease(job=to_proto_job(g.job), lease_token=g.token, expire_time=_ts(g.expire_ms))
+            for g in leases
+        ]
+    )
+
+
+def to_domain_heartbeats(r: pb.HeartbeatRequest) -> list[m.HeartbeatItem]:
+    return [
+        m.HeartbeatItem(
+            token=i.lease_token,
+            progress_percent=i.progress.percent if i.HasField("progress") else None,
+            progress_message=i.progress.message if i.HasField("progress") else None,
+            lease_duration_ms=_ms(i.lease_duration) if i.HasField("lease_duration") else None,
+        )
+        for i in r.items
+    ]
+
+
+def to_proto_heartbeat(
+    items: Sequence[m.HeartbeatItem], results: Sequence[m.Extended | DispatchError]
+) -> pb.HeartbeatResponse:
+    out = pb.HeartbeatResponse()
+    for item, r in zip(items, results, strict=True):
+        if isinstance(r, DispatchError):
+            out.results.add(lease_token=item.token, error=to_proto_error(r))
+        else:
+            out.results.add(lease_token=item.token, expire_time=_ts(r.expire_ms))
+    return out
+
+
+def to_domain_acks(r: pb.AckRequest) -> list[m.AckItem]:
+    return [m.AckItem(i.lease_token, i.result, i.result_content_type) for i in r.items]
+
+
+def to_proto_ack(items: Sequence[m.AckItem], results: Sequence[m.Settled | DispatchError]) -> pb.AckResponse:
+    out = pb.AckResponse()
+    for item, r in zip(items, results, strict=True):
+        if isinstance(r, DispatchError):
+            out.results.add(lease_token=item.token, error=to_proto_error(r))
+        else:
+            out.results.add(lease_token=item.token)
+    return out
+
+
+def to_domain_nacks(r: pb.NackRequest) -> list[m.NackItem]:
+    return [
+        m.NackItem(
+            token=i.lease_token,
+            error=i.error,
+            retry=i.retry,
+            retry_after_ms=_ms(i.retry_after) if i.HasField("retry_after") else None,
+        )
+        for i in r.items
+    ]
+
+
+def to_proto_nack(items: Sequence[m.NackItem], results: Sequence[m.Settled | DispatchError]) -> pb.NackResponse:
+    out = pb.NackResponse()
+    for item, r in zip(items, results, strict=True):
+        if isinstance(r, DispatchError):
+            out.results.add(lease_token=item.token, error=to_proto_error(r))
+        else:
+            out.results.add(
+                lease_token=item.token,
+                state=STATE_TO_PROTO[r.state],  # type: ignore[arg-type]
+                next_run_time=_ts(r.next_run_ms),
+            )
+    return out
+
+
+def to_domain_stream(r: pb.StreamUpdatesRequest) -> m.StreamRequest:
+    return m.StreamRequest(namespace=r.namespace, job_ids=list(r.job_ids), queue=r.queue)
+
+
+def to_proto_update(u: m.JobUpdate) -> pb.StreamUpdatesResponse:
+    return pb.StreamUpdatesResponse(
+        job_id=u.job_id,
+        queue=u.queue,
+        version=u.version,
+        state=STATE_TO_PROTO[u.state],  # type: ignore[arg-type]
+        attempt=u.attempt,
+        time=_ts(u.at_ms),
+        error=u.error,
+        job=to_proto_job(u.job) if u.job is not None else None,
+    )
+

@@ -1,0 +1,196 @@
+"""The composition root: builds the stores, services and gRPC server, and runs them.
+
+Startup order: migrate (if enabled), connect, start listening with health
+NOT_SERVING, rebuild the Redis index from SQL if it is missing, then SERVING.
+Shutdown order (SIGTERM): stop granting leases and end long-polls empty, let
+in-flight calls finish within the grace period, stop background loops, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import grpc
+import redis.asyncio as redis_asyncio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dispatcher.api.errors import ErrorInterceptor
+from dispatcher.api.servicer import DispatcherServicer
+from dispatcher.clock import Clock, RedisClock
+from dispatcher.config import Settings
+from dispatcher.domain.errors import DispatchError
+from dispatcher.domain.limits import Limits
+from dispatcher.service import listener, reaper, reconcile
+from dispatcher.service.dispatch import Dispatcher
+from dispatcher.service.state import Phase, ServingState
+from dispatcher.service.updates import UpdateHub, UpdateStreams
+from dispatcher.service.wakeups import Waiters
+from dispatcher.store.redis.index import RedisIndex
+from dispatcher.store.redis.keys import Keys
+from dispatcher.store.sql.engine import create_engine
+from dispatcher.store.sql.migrate import upgrade_async
+from dispatcher.store.sql.runs import RunStore
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2, dispatcher_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = dispatcher_pb2.DESCRIPTOR.services_by_name["DispatcherService"].full_name
+CLOCK_SYNC_S = 10.0
+
+
+def make_redis(settings: Settings, fake_server: Any = None) -> Any:
+    if settings.embedded_redis:
+        return fakeredis.FakeAsyncRedis(server=fake_server or fakeredis.FakeServer(), decode_responses=True)
+    return redis_asyncio.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class Components:
+    """Everything one replica runs, wired together; tests build these directly."""
+
+    runs: RunStore
+    index: RedisIndex
+    clock: Clock
+    limits: Limits = field(default_factory=Limits)
+    state: ServingState = field(default_factory=ServingState)
+    waiters: Waiters = field(default_factory=Waiters)
+    hub: UpdateHub = field(default_factory=UpdateHub)
+
+    def __post_init__(self) -> None:
+        self.dispatcher = Dispatcher(
+            self.runs, self.index, self.clock, self.limits, self.state, self.waiters, random.Random()
+        )
+        self.streams = UpdateStreams(self.runs, self.hub, self.limits)
+        self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
+        self.reconciler = reconcile.Reconciler(
+            self.runs, self.index, self.clock, self.state, self.waiters
+        )
+
+
+class DispatcherApp:
+    """One running replica: server plus background loops."""
+
+    def __init__(self, settings: Settings, components: Components | None = None) -> None:
+        self.settings = settings
+        self._components = components
+        self._tasks: list[asyncio.Task[None]] = []
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.health = health.aio.HealthServicer()
+
+    @property
+    def components(self) -> Components:
+        assert self._components is not None, "start() first"
+        return self._components
+
+    async def _build(self) -> Components:
+        s = self.settings
+        if s.auto_migrate:
+            await upgrade_async(s.database_url)
+        client = make_redis(s)
+        clock = RedisClock()
+        index = RedisIndex(client, Keys(s.redis_prefix))
+        runs = RunStore(create_engine(s.database_url))
+        return Components(runs=runs, index=index, clock=clock)
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port. The index rebuild runs in the background."""
+        if self._components is None:
+            self._components = await self._build()
+        c = self.components
+        s = self.settings
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.max_connection_age_grace_ms", 60_000),
+        ]
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+        dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(
+            DispatcherServicer(c.dispatcher, c.streams), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if s.reflection:
+            names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                     reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        await self._set_health(False)
+        await server.start()
+        self.server = server
+        self._tasks = [
+            asyncio.create_task(self._sync_clock()),
+            asyncio.create_task(reconcile.run_forever(c.reconciler, c.state, s.reconcile_interval_s)),
+            asyncio.create_task(reaper.run_forever(c.reaper, c.clock, c.state, s.reaper_interval_s)),
+            asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state)),
+            asyncio.create_task(self._report_health()),
+        ]
+        return self.port
+
+    async def wait_serving(self, timeout: float = 30.0) -> None:
+        """Wait until the index is built and the replica serves."""
+        async with asyncio.timeout(timeout):
+            while not self.components.state.serving:
+                await asyncio.sleep(0.02)
+
+    async def _sync_clock(self) -> None:
+        c = self.components
+        while not c.state.draining.is_set():
+            if isinstance(c.clock, RedisClock):
+                try:
+                    c.clock.set_reference(await c.index.time_ms())
+                except DispatchError:
+                    pass  # keep extrapolating from the last reading
+            await asyncio.sleep(CLOCK_SYNC_S)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def _report_health(self) -> None:
+        state = self.components.state
+        last: bool | None = None
+        while True:
+            serving = state.serving
+            if serving != last:
+                await self._set_health(serving)
+                last = serving
+            await asyncio.sleep(0.05)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: no new leases, long-polls end empty, in-flight calls finish."""
+        c = self.components
+        c.state.start_draining()
+        c.waiters.notify_all()
+        await self._set_health(False)
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.close()
+
+    async def close(self) -> None:
+        c = self.components
+        await c.runs.dispose()
+        await c.index.client.aclose()
+
+    def mark_phase(self, phase: Phase) -> None:
+        self.components.state.phase = phase

@@ -1,0 +1,113 @@
+"""The `dispatcher` command: `serve` and `db upgrade`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy.engine import make_url
+
+from dispatcher.app import DispatcherApp
+from dispatcher.config import Settings
+from dispatcher.store.sql.migrate import upgrade
+
+logger = logging.getLogger("dispatcher")
+
+
+def _parser(env: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dispatcher",
+        description="A gRPC job dispatcher: a durable SQL record and a Redis index.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the gRPC server",
+        description="Run the dispatcher. With no options: SQLite file ./dispatcher.db and an "
+        "in-process Redis emulation, on 127.0.0.1:50051.",
+    )
+    serve.add_argument("--host", default=env.host, help="address to bind [DISPATCHER_HOST]")
+    serve.add_argument("--port", type=int, default=env.port, help="port, 0 for any [DISPATCHER_PORT]")
+    _store_flags(serve, env)
+    serve.add_argument("--redis-url", default=env.redis_url,
+                       help="redis:// or rediss:// URL; empty runs an in-process emulation "
+                       "[DISPATCHER_REDIS_URL]")
+    serve.add_argument("--redis-prefix", default=env.redis_prefix,
+                       help="prefix of every Redis key [DISPATCHER_REDIS_PREFIX]")
+    serve.add_argument("--reaper-interval", type=float, default=env.reaper_interval_s,
+                       help="seconds between reaper passes [DISPATCHER_REAPER_INTERVAL]")
+    serve.add_argument("--reconcile-interval", type=float, default=env.reconcile_interval_s,
+                       help="seconds between reconciler passes [DISPATCHER_RECONCILE_INTERVAL]")
+    serve.add_argument("--shutdown-grace", type=float, default=env.shutdown_grace_s,
+                       help="seconds in-flight calls get on SIGTERM [DISPATCHER_SHUTDOWN_GRACE]")
+    serve.add_argument("--no-reflection", action="store_true", default=not env.reflection,
+                       help="disable gRPC server reflection [DISPATCHER_REFLECTION=0]")
+    serve.add_argument("--no-migrate", action="store_true", default=not env.auto_migrate,
+                       help="do not migrate the database at startup [DISPATCHER_AUTO_MIGRATE=0]")
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="apply the Alembic migrations")
+    _store_flags(up, env)
+    up.add_argument("revision", nargs="?", default="head", help="target revision (default head)")
+    return parser
+
+
+def _store_flags(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--database-url", default=env.database_url,
+                   help="SQLAlchemy URL: sqlite:///file.db or postgresql://... "
+                   "[DISPATCHER_DATABASE_URL]")
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True) if url else "in-process emulation"
+
+
+async def _serve(settings: Settings) -> None:
+    app = DispatcherApp(settings)
+    port = await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"dispatcher listening on {settings.host}:{port} "
+        f"(database {_redacted(settings.database_url)}, redis {_redacted(settings.redis_url)})",
+        flush=True,
+    )
+    await stop.wait()
+    logger.info("shutting down: draining for up to %.1fs", settings.shutdown_grace_s)
+    await app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    env = Settings.from_env()
+    args = _parser(env).parse_args(argv)
+    if args.command == "db":
+        upgrade(args.database_url, args.revision)
+        print(f"database {_redacted(args.database_url)} is at {args.revision}")
+        return 0
+    settings = replace(
+        env,
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        redis_prefix=args.redis_prefix,
+        reaper_interval_s=args.reaper_interval,
+        reconcile_interval_s=args.reconcile_interval,
+        shutdown_grace_s=args.shutdown_grace,
+        reflection=not args.no_reflection,
+        auto_migrate=not args.no_migrate,
+    )
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Settings of `dispatcher serve`: flags, with environment variables as defaults.
+
+| flag                   | environment variable            | default                     |
+|------------------------|---------------------------------|-----------------------------|
+| --host                 | DISPATCHER_HOST                 | 127.0.0.1                   |
+| --port                 | DISPATCHER_PORT                 | 50051                       |
+| --database-url         | DISPATCHER_DATABASE_URL         | sqlite:///dispatcher.db     |
+| --redis-url            | DISPATCHER_REDIS_URL            | (empty: in-process fakeredis)|
+| --redis-prefix         | DISPATCHER_REDIS_PREFIX         | dsp                         |
+| --reaper-interval      | DISPATCHER_REAPER_INTERVAL      | 0.5 (seconds)               |
+| --reconcile-interval   | DISPATCHER_RECONCILE_INTERVAL   | 5 (seconds)                 |
+| --shutdown-grace       | DISPATCHER_SHUTDOWN_GRACE       | 10 (seconds)                |
+| --no-reflection        | DISPATCHER_REFLECTION=0         | reflection on               |
+| --no-migrate           | DISPATCHER_AUTO_MIGRATE=0       | migrate at startup          |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///dispatcher.db"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = ""
+    redis_prefix: str = "dsp"
+    reaper_interval_s: float = 0.5
+    reconcile_interval_s: float = 5.0
+    shutdown_grace_s: float = 10.0
+    reflection: bool = True
+    auto_migrate: bool = True
+    max_message_bytes: int = 8 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            host=_env("DISPATCHER_HOST", cls.host),
+            port=int(_env("DISPATCHER_PORT", str(cls.port))),
+            database_url=_env("DISPATCHER_DATABASE_URL", cls.database_url),
+            redis_url=_env("DISPATCHER_REDIS_URL", cls.redis_url),
+            redis_prefix=_env("DISPATCHER_REDIS_PREFIX", cls.redis_prefix),
+            reaper_interval_s=float(_env("DISPATCHER_REAPER_INTERVAL", str(cls.reaper_interval_s))),
+            reconcile_interval_s=float(
+                _env("DISPATCHER_RECONCILE_INTERVAL", str(cls.reconcile_interval_s))
+            ),
+            shutdown_grace_s=float(_env("DISPATCHER_SHUTDOWN_GRACE", str(cls.shutdown_grace_s))),
+            reflection=_env_bool("DISPATCHER_REFLECTION", True),
+            auto_migrate=_env_bool("DISPATCHER_AUTO_MIGRATE", True),
+        )
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url == ""

@@ -1,0 +1,68 @@
+"""Job ids and lease tokens.
+
+Job ids are ULIDs (48-bit millisecond time + 80 random bits, Crockford
+base32): unguessable, and their text order is their creation order, which the
+Redis ready index relies on for FIFO within a priority. Ids made by one
+process in the same millisecond are made monotonic by incrementing the
+random part, as the ULID spec describes.
+
+A lease token is `<job id>.<32 hex characters>`: the job id lets the server
+find the row, the 128 random bits make the token unforgeable, and the row's
+stored token is the fence.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+from dispatcher.domain.errors import InvalidArgument
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+
+
+def encode_ulid(value: int) -> str:
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+class JobIdGenerator:
+    """Makes monotonic ULIDs from a millisecond clock reading."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def new(self, now_ms: int) -> str:
+        with self._lock:
+            if now_ms <= self._last_ms:
+                now_ms = self._last_ms
+                self._last_random += 1
+            else:
+                self._last_ms = now_ms
+                self._last_random = secrets.randbits(_RANDOM_BITS - 1)
+            return encode_ulid((now_ms << _RANDOM_BITS) | self._last_random)
+
+
+def new_lease_token(job_id: str) -> str:
+    return f"{job_id}.{secrets.token_hex(16)}"
+
+
+def job_id_of_token(token: str, field: str = "lease_token") -> str:
+    """Return the job id a token names; raise InvalidArgument if malformed."""
+    job_id, dot, secret = token.partition(".")
+    valid = (
+        dot == "."
+        and len(job_id) == 26
+        and all(c in _ALPHABET for c in job_id)
+        and len(secret) == 32
+        and all(c in "0123456789abcdef" for c in secret)
+    )
+    if not valid:
+        raise InvalidArgument.field(field, "is not a lease token issued by this server")
+    return job_id

@@ -1,0 +1,217 @@
+"""Domain values: jobs, specs, leases and batch items. No gRPC, no storage.
+
+Times are integers in Unix milliseconds and durations integers in
+milliseconds, so that SQL, Lua and Python agree on them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+
+class JobState(StrEnum):
+    """A job's state, stored as text in SQL. The state machine is in `transitions.py`."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD_LETTERED, JobState.CANCELLED})
+
+
+class Priority(IntEnum):
+    """Priority levels; the value is the rank used as the Redis score (lower runs first)."""
+
+    CRITICAL = 0
+    HIGH = 1
+    DEFAULT = 2
+    LOW = 3
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff between attempts."""
+
+    initial_backoff_ms: int = 1_000
+    max_backoff_ms: int = 300_000
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a producer asks for, as received: not yet validated.
+
+    Zero values mean "the default", as in the proto contract.
+    """
+
+    queue: str
+    type: str
+    payload: bytes = b""
+    content_type: str = ""
+    priority: Priority = Priority.DEFAULT
+    metadata: dict[str, str] = field(default_factory=dict)
+    max_attempts: int = 0
+    retry_policy: RetryPolicy | None = None
+    lease_duration_ms: int = 0
+    run_at_ms: int | None = None
+    delay_ms: int | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as recorded in the runs table."""
+
+    id: str
+    namespace: str
+    queue: str
+    type: str
+    payload: bytes
+    content_type: str
+    priority: Priority
+    metadata: dict[str, str]
+    state: JobState
+    attempt: int
+    max_attempts: int
+    retry_policy: RetryPolicy
+    lease_duration_ms: int
+    created_ms: int
+    run_at_ms: int
+    version: int = 1
+    idempotency_key: str | None = None
+    progress_percent: float = 0.0
+    progress_message: str = ""
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    last_error: str = ""
+    result: bytes = b""
+    result_content_type: str = ""
+    lease_holder: str = ""
+    lease_token: str = ""
+    lease_expires_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change of one job, kept in the run_events table."""
+
+    job_id: str
+    version: int
+    state: JobState
+    attempt: int
+    at_ms: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """A job before and after one transition at `at_ms`.
+
+    The store writes `after` only if `before.version` is still current.
+    """
+
+    before: Job
+    after: Job
+    at_ms: int
+
+    @property
+    def event(self) -> Transition:
+        a = self.after
+        error = a.last_error if a.last_error != self.before.last_error else ""
+        return Transition(a.id, a.version, a.state, a.attempt, self.at_ms, error)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The outcome of enqueueing one job."""
+
+    job: Job
+    created: bool
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    namespace: str
+    worker_id: str
+    queues: list[str]
+    max_jobs: int
+    wait_ms: int
+    lease_duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class GrantedLease:
+    """A job handed to one worker, fenced by its token."""
+
+    job: Job
+    token: str
+    expire_ms: int
+
+
+@dataclass(frozen=True)
+class HeartbeatItem:
+    token: str
+    progress_percent: float | None = None
+    progress_message: str | None = None
+    lease_duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class AckItem:
+    token: str
+    result: bytes = b""
+    result_content_type: str = ""
+
+
+@dataclass(frozen=True)
+class NackItem:
+    token: str
+    error: str = ""
+    retry: bool = True
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Extended:
+    token: str
+    expire_ms: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The outcome of one Ack or Nack item."""
+
+    token: str
+    state: JobState
+    next_run_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    namespace: str
+    job_ids: list[str]
+    queue: str
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """One message of StreamUpdates: a transition, with the whole job where useful."""
+
+    job_id: str
+    queue: str
+    version: int
+    state: JobState
+    attempt: int
+    at_ms: int
+    error: str = ""
+    job: Job | None = None

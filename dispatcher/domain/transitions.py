@@ -1,0 +1,162 @@
+"""The job state machine, as pure functions from a job to its next version.
+
+    enqueue ──> QUEUED ─────lease────> LEASED ──ack──> SUCCEEDED
+        │         ▲                    │ │ │
+        │         │ run_at / backoff   │ │ └─nack(no retry) or attempts used─> DEAD_LETTERED
+        └──> SCHEDULED <──nack(retry)──┘ │
+                  ▲                       └─lease expired (attempts left)──> QUEUED
+                  └─ (CANCELLED is reserved for the cancellation feature)
+
+Every function returns a new `Job` with `version + 1`; nothing here does I/O.
+A lease is live while the job is LEASED, its token matches, and the clock has
+not passed its expiry: that check (`require_live_lease`) is the fence.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from dispatcher.domain.errors import InvalidTransition, LeaseExpired
+from dispatcher.domain.models import (
+    AckItem,
+    HeartbeatItem,
+    Job,
+    JobState,
+    NackItem,
+    RetryPolicy,
+)
+
+LEASE_EXPIRED_ERROR = "lease expired: the worker stopped heartbeating"
+MAX_ERROR_CHARS = 4096
+
+
+def require_live_lease(job: Job, token: str, now_ms: int) -> None:
+    """Raise `LeaseExpired` unless `token` is the job's current, unexpired lease."""
+    live = (
+        job.state is JobState.LEASED
+        and job.lease_token == token
+        and job.lease_expires_ms is not None
+        and job.lease_expires_ms > now_ms
+    )
+    if not live:
+        raise LeaseExpired(
+            "the lease is no longer held: it expired, was superseded, or the job finished",
+            {"job_id": job.id},
+        )
+
+
+def lease(job: Job, token: str, worker_id: str, now_ms: int, duration_ms: int) -> Job:
+    """QUEUED -> LEASED, starting attempt + 1."""
+    if job.state is not JobState.QUEUED:
+        raise InvalidTransition(f"cannot lease a {job.state} job", {"job_id": job.id})
+    return replace(
+        job,
+        state=JobState.LEASED,
+        attempt=job.attempt + 1,
+        version=job.version + 1,
+        started_ms=now_ms,
+        lease_token=token,
+        lease_holder=worker_id,
+        lease_expires_ms=now_ms + duration_ms,
+        lease_duration_ms=duration_ms,
+        progress_percent=0.0,
+        progress_message="",
+    )
+
+
+def extend(job: Job, item: HeartbeatItem, now_ms: int) -> Job:
+    """Renew a live lease to now + duration (not additive) and record progress.
+
+    Not a state transition: the version stays the same.
+    """
+    require_live_lease(job, item.token, now_ms)
+    duration = item.lease_duration_ms or job.lease_duration_ms
+    return replace(
+        job,
+        lease_expires_ms=now_ms + duration,
+        progress_percent=(
+            job.progress_percent if item.progress_percent is None else item.progress_percent
+        ),
+        progress_message=(
+            job.progress_message if item.progress_message is None else item.progress_message
+        ),
+    )
+
+
+def ack(job: Job, item: AckItem, now_ms: int) -> Job:
+    """LEASED -> SUCCEEDED."""
+    require_live_lease(job, item.token, now_ms)
+    return replace(
+        job,
+        state=JobState.SUCCEEDED,
+        version=job.version + 1,
+        finished_ms=now_ms,
+        result=item.result,
+        result_content_type=item.result_content_type,
+        lease_expires_ms=None,
+        progress_percent=100.0,
+    )
+
+
+def already_acked(job: Job, token: str) -> bool:
+    """True if this exact lease already succeeded, so a repeated Ack is harmless."""
+    return job.state is JobState.SUCCEEDED and job.lease_token == token
+
+
+def already_nacked(job: Job, token: str) -> bool:
+    """True if this exact lease was already failed, so a repeated Nack is harmless."""
+    return (
+        job.lease_token == token
+        and job.state in (JobState.SCHEDULED, JobState.QUEUED, JobState.DEAD_LETTERED)
+    )
+
+
+def nack(job: Job, item: NackItem, now_ms: int, rng: random.Random) -> Job:
+    """LEASED -> SCHEDULED (retry after backoff), QUEUED (retry now) or DEAD_LETTERED."""
+    require_live_lease(job, item.token, now_ms)
+    return fail(job, item.error, item.retry, item.retry_after_ms, now_ms, rng)
+
+
+def expire(job: Job, now_ms: int, rng: random.Random) -> Job:
+    """A lease ran out: the same failure path as a Nack, retried at once."""
+    if job.state is not JobState.LEASED or job.lease_expires_ms is None:
+        raise InvalidTransition(f"cannot expire a {job.state} job", {"job_id": job.id})
+    if job.lease_expires_ms > now_ms:
+        raise InvalidTransition("the lease has not expired", {"job_id": job.id})
+    return fail(job, LEASE_EXPIRED_ERROR, True, 0, now_ms, rng)
+
+
+def fail(
+    job: Job, error: str, retry: bool, retry_after_ms: int | None, now_ms: int, rng: random.Random
+) -> Job:
+    """Fail the current attempt: retry if allowed and attempts remain, else dead-letter."""
+    error = error[:MAX_ERROR_CHARS]
+    base = replace(job, version=job.version + 1, last_error=error, lease_expires_ms=None)
+    if not retry or job.attempt >= job.max_attempts:
+        return replace(base, state=JobState.DEAD_LETTERED, finished_ms=now_ms)
+    if retry_after_ms is None:
+        retry_after_ms = backoff_ms(job.retry_policy, job.attempt, rng)
+    state = JobState.QUEUED if retry_after_ms <= 0 else JobState.SCHEDULED
+    return replace(base, state=state, run_at_ms=now_ms + max(retry_after_ms, 0))
+
+
+def promote(job: Job, now_ms: int) -> Job:
+    """SCHEDULED -> QUEUED once run_at has come."""
+    if job.state is not JobState.SCHEDULED or job.run_at_ms > now_ms:
+        raise InvalidTransition("the job is not due", {"job_id": job.id})
+    return replace(job, state=JobState.QUEUED, version=job.version + 1)
+
+
+def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random) -> int:
+    """Delay before the retry that follows attempt `failed_attempt` (1-based).
+
+    min(initial * multiplier^(failed_attempt-1), max), spread by +/- jitter.
+    """
+    exponent = max(failed_attempt - 1, 0)
+    if exponent > 64:  # any multiplier >= 1.0 has long passed max_backoff by then
+        raw = float(policy.max_backoff_ms)
+    else:
+        raw = min(policy.initial_backoff_ms * policy.multiplier**exponent, policy.max_backoff_ms)
+    spread = raw * policy.jitter
+    return max(0, round(raw + rng.uniform(-spread, spread)))

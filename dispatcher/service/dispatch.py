@@ -1,0 +1,404 @@
+"""Domain operations of the dispatcher: enqueue, status, lease, heartbeat, ack, nack.
+
+Every write follows one order: commit the SQL transaction first, then update
+the Redis index. A crash or a Redis failure between the two leaves SQL right
+and Redis stale; the reaper and the reconciler repair Redis from SQL. The
+one exception is Lease, which must pick atomically: Redis picks and records a
+provisional lease first, then SQL confirms it with a compare-and-set on the
+job's state; a pick that SQL does not confirm is put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from dispatcher.clock import Clock
+from dispatcher.domain import ids, transitions, validation
+from dispatcher.domain.errors import (
+    DispatchError,
+    InvalidArgument,
+    JobNotFound,
+    LeaseExpired,
+    Unavailable,
+)
+from dispatcher.domain.limits import Limits
+from dispatcher.domain.models import (
+    AckItem,
+    Enqueued,
+    Extended,
+    GrantedLease,
+    HeartbeatItem,
+    Job,
+    JobChange,
+    JobSpec,
+    JobState,
+    LeaseRequest,
+    NackItem,
+    Settled,
+)
+from dispatcher.service.state import ServingState
+from dispatcher.service.wakeups import Waiters
+from dispatcher.store.redis.index import Notice, RedisIndex
+from dispatcher.store.sql.runs import DuplicateKey, RunStore
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Outcome = T | DispatchError
+
+# How often a waiting Lease looks again even without a wake-up, in case a
+# wake-up message was lost (a pub/sub reconnect): a backstop, not the path.
+RECHECK_S = 1.0
+
+
+def notices(changes: Sequence[JobChange]) -> list[Notice]:
+    return [
+        (c.after.id, c.after.namespace, c.after.queue, c.after.version)
+        for c in changes
+        if c.after.version != c.before.version
+    ]
+
+
+def one_or_many(results: list[Outcome[T]]) -> list[Outcome[T]]:
+    """A call with exactly one item fails as a whole when that item fails (see the proto)."""
+    if len(results) == 1 and isinstance(results[0], DispatchError):
+        raise results[0]
+    return results
+
+
+def single(results: Sequence[Outcome[T]]) -> T:
+    """The result of a one-item batch, raising its error as the call's error."""
+    (only,) = results
+    if isinstance(only, DispatchError):
+        raise only
+    return only
+
+
+@dataclass
+class Dispatcher:
+    """The domain service. No gRPC here: requests and answers are domain values."""
+
+    runs: RunStore
+    index: RedisIndex
+    clock: Clock
+    limits: Limits = field(default_factory=Limits)
+    state: ServingState = field(default_factory=ServingState)
+    waiters: Waiters = field(default_factory=Waiters)
+    rng: random.Random = field(default_factory=random.Random)
+    id_gen: ids.JobIdGenerator = field(default_factory=ids.JobIdGenerator)
+
+    # ---- enqueue -------------------------------------------------------
+
+    async def enqueue(self, namespace: str, spec: JobSpec) -> Enqueued:
+        results = await self.enqueue_batch(namespace, [spec], field_prefix="job")
+        return single(results)
+
+    async def enqueue_batch(
+        self,
+        namespace: str,
+        specs: Sequence[JobSpec | InvalidArgument],
+        field_prefix: str = "jobs",
+    ) -> list[Outcome[Enqueued]]:
+        """Validate, commit to SQL, then index. Invalid items are not written."""
+        self.state.require_serving()
+        ns = validation.namespace(namespace)
+        validation.batch_size(len(specs), self.limits, field_prefix)
+        now = self.clock.now_ms()
+        results: list[Outcome[Enqueued] | None] = [None] * len(specs)
+        valid: list[tuple[int, JobSpec, int]] = []
+        for i, spec in enumerate(specs):
+            prefix = field_prefix if field_prefix == "job" else f"{field_prefix}[{i}]"
+            if isinstance(spec, InvalidArgument):  # could not even be converted
+                results[i] = spec
+                continue
+            try:
+                validation.spec(spec, self.limits, prefix)
+                valid.append((i, spec, validation.run_at(spec, now, self.limits, prefix)))
+            except InvalidArgument as exc:
+                results[i] = exc
+        created = await self._insert_idempotently(ns, valid, now, results)
+        await self._index_after_commit(
+            self.index.enqueue(created, now, [(j.id, j.namespace, j.queue, j.version) for j in created])
+        )
+        for queue in {(j.namespace, j.queue) for j in created if j.state is JobState.QUEUED}:
+            self.waiters.notify(queue)
+        return one_or_many([r for r in results if r is not None])
+
+    async def _insert_idempotently(
+        self,
+        ns: str,
+        valid: list[tuple[int, JobSpec, int]],
+        now: int,
+        results: list[Outcome[Enqueued] | None],
+    ) -> list[Job]:
+        # A concurrent enqueue on another replica may take an idempotency key
+        # between our read and our insert; the unique index then refuses ours
+        # and the retry finds theirs.
+        for _ in range(5):
+            try:
+                async with self.runs.transaction() as tx:
+                    keys = [s.idempotency_key for _, s, _ in valid if s.idempotency_key]
+                    existing = await tx.by_idempotency_keys(ns, keys)
+                    created: list[Job] = []
+                    for i, spec, run_at in valid:
+                        key = spec.idempotency_key
+                        if key and key in existing:
+                            results[i] = Enqueued(existing[key], created=False)
+                            continue
+                        job = self._new_job(ns, spec, run_at, now)
+                        if key:
+                            existing[key] = job
+                        created.append(job)
+                        results[i] = Enqueued(job, created=True)
+                    await tx.insert(created)
+                return created
+            except DuplicateKey:
+                continue
+        raise Unavailable("could not settle a concurrent idempotency key; retry")
+
+    def _new_job(self, ns: str, spec: JobSpec, run_at: int, now: int) -> Job:
+        return Job(
+            id=self.id_gen.new(now),
+            namespace=ns,
+            queue=spec.queue,
+            type=spec.type,
+            payload=spec.payload,
+            content_type=spec.content_type,
+            priority=spec.priority,
+            metadata=dict(spec.metadata),
+            state=JobState.QUEUED if run_at <= now else JobState.SCHEDULED,
+            attempt=0,
+            max_attempts=spec.max_attempts or self.limits.default_max_attempts,
+            retry_policy=validation.retry_policy(spec.retry_policy),
+            lease_duration_ms=spec.lease_duration_ms or self.limits.default_lease_ms,
+            created_ms=now,
+            run_at_ms=run_at,
+            idempotency_key=spec.idempotency_key or None,
+        )
+
+    async def _index_after_commit(self, write: Awaitable[None]) -> None:
+        """Run a Redis write that follows a commit; on failure, leave it to the reconciler.
+
+        The SQL commit already happened, so the call succeeds: failing it would
+        make the client retry something that is already done.
+        """
+        try:
+            await write
+        except Unavailable:
+            logger.warning("index update failed after commit; the reconciler will repair it")
+            self.state.request_repair()
+
+    # ---- status --------------------------------------------------------
+
+    async def get(self, namespace: str, job_id: str) -> Job:
+        ns = validation.namespace(namespace)
+        validation.check_job_id(job_id)
+        job = await self.runs.get(job_id)
+        if job is None or job.namespace != ns:
+            raise JobNotFound("no job with this id", {"job_id": job_id})
+        return job
+
+    # ---- lease ---------------------------------------------------------
+
+    async def lease(self, req: LeaseRequest) -> list[GrantedLease]:
+        """Long-poll until at least one job is leased or the wait ends."""
+        self.state.require_serving()
+        ns, queues, max_jobs, duration = self._check_lease_request(req)
+        deadline = time.monotonic() + min(max(req.wait_ms, 0), self.limits.max_wait_ms) / 1000
+        refs = [(ns, q) for q in queues]
+        while True:
+            with self.waiters.waiting(refs) as woken:
+                granted = await self._lease_once(ns, req.worker_id, queues, max_jobs, duration)
+                remaining = deadline - time.monotonic()
+                if granted or remaining <= 0 or self.state.draining.is_set():
+                    return granted
+                await _wait_any(woken, self.state.draining, min(remaining, RECHECK_S))
+
+    def _check_lease_request(self, req: LeaseRequest) -> tuple[str, list[str], int, int | None]:
+        ns = validation.namespace(req.namespace)
+        validation.check_worker_id(req.worker_id)
+        out = validation.Violations()
+        if not 1 <= len(req.queues) <= self.limits.max_queues_per_lease:
+            out.add("queues", f"must name 1 to {self.limits.max_queues_per_lease} queues")
+        for i, q in enumerate(req.queues):
+            validation.check_name(q, f"queues[{i}]", out)
+        max_jobs = req.max_jobs or 1
+        if not 1 <= max_jobs <= self.limits.max_batch:
+            out.add("max_jobs", f"must be between 1 and {self.limits.max_batch}")
+        if req.lease_duration_ms is not None:
+            validation.check_duration(
+                out, "lease_duration", req.lease_duration_ms,
+                self.limits.min_lease_ms, self.limits.max_lease_ms,
+            )
+        out.raise_if_any()
+        return ns, list(dict.fromkeys(req.queues)), max_jobs, req.lease_duration_ms
+
+    async def _lease_once(
+        self, ns: str, worker: str, queues: list[str], max_jobs: int, duration: int | None
+    ) -> list[GrantedLease]:
+        granted: list[GrantedLease] = []
+        for queue in queues:
+            want = max_jobs - len(granted)
+            if want <= 0:
+                break
+            # Shielded: once Redis has handed out ids, SQL must settle them even
+            # if the caller goes away, or they would sit leased until the reaper.
+            granted += await asyncio.shield(self._lease_from(ns, queue, worker, want, duration))
+        return granted
+
+    async def _lease_from(
+        self, ns: str, queue: str, worker: str, want: int, duration: int | None
+    ) -> list[GrantedLease]:
+        now = self.clock.now_ms()
+        provisional = now + (duration or self.limits.default_lease_ms)
+        picked = await self.index.lease(ns, queue, want, provisional)
+        if not picked:
+            return []
+        changes: list[JobChange] = []
+        stale: list[Job] = []
+        async with self.runs.transaction() as tx:
+            rows = await tx.lock(picked)
+            for job_id in picked:  # Redis order: best first
+                job = rows.get(job_id)
+                if job is None:
+                    continue
+                if job.state is not JobState.QUEUED:
+                    stale.append(job)
+                    continue
+                token = ids.new_lease_token(job.id)
+                after = transitions.lease(job, token, worker, now, duration or job.lease_duration_ms)
+                changes.append(JobChange(job, after, now))
+            await tx.save(changes)
+        missing = [i for i in picked if i not in rows]
+        fix = stale + [c.after for c in changes if c.after.lease_expires_ms != provisional]
+        await self._index_after_commit(self.index.place(fix, notices(changes)))
+        if missing:
+            await self._index_after_commit(self.index.forget(ns, queue, missing))
+        return [GrantedLease(c.after, c.after.lease_token, c.after.lease_expires_ms or 0) for c in changes]
+
+    # ---- heartbeat, ack, nack ------------------------------------------
+
+    async def heartbeat(self, namespace: str, items: Sequence[HeartbeatItem]) -> list[Outcome[Extended]]:
+        ns = validation.namespace(namespace)
+        validation.batch_size(len(items), self.limits, "items")
+
+        def check(i: int, item: HeartbeatItem) -> None:
+            out = validation.Violations()
+            validation.progress(item.progress_percent, item.progress_message, f"items[{i}].progress", out)
+            if item.lease_duration_ms is not None:
+                validation.check_duration(
+                    out, f"items[{i}].lease_duration", item.lease_duration_ms,
+                    self.limits.min_lease_ms, self.limits.max_lease_ms,
+                )
+            out.raise_if_any()
+
+        def apply(job: Job, item: HeartbeatItem, now: int) -> tuple[Job, Extended]:
+            after = transitions.extend(job, item, now)
+            return after, Extended(item.token, after.lease_expires_ms or 0)
+
+        results, changes = await self._settle(ns, items, check, apply)
+        await self._index_after_commit(self.index.extend([c.after for c in changes]))
+        return results
+
+    async def ack(self, namespace: str, items: Sequence[AckItem]) -> list[Outcome[Settled]]:
+        ns = validation.namespace(namespace)
+        validation.batch_size(len(items), self.limits, "items")
+
+        def check(i: int, item: AckItem) -> None:
+            if len(item.result) > self.limits.max_payload_bytes:
+                raise InvalidArgument.field(
+                    f"items[{i}].result", f"must be at most {self.limits.max_payload_bytes} bytes"
+                )
+
+        def apply(job: Job, item: AckItem, now: int) -> tuple[Job, Settled]:
+            if transitions.already_acked(job, item.token):
+                return job, Settled(item.token, job.state)
+            after = transitions.ack(job, item, now)
+            return after, Settled(item.token, after.state)
+
+        results, changes = await self._settle(ns, items, check, apply)
+        await self._index_after_commit(self.index.place([c.after for c in changes], notices(changes)))
+        return results
+
+    async def nack(self, namespace: str, items: Sequence[NackItem]) -> list[Outcome[Settled]]:
+        ns = validation.namespace(namespace)
+        validation.batch_size(len(items), self.limits, "items")
+
+        def check(i: int, item: NackItem) -> None:
+            if item.retry_after_ms is not None:
+                out = validation.Violations()
+                validation.check_duration(
+                    out, f"items[{i}].retry_after", item.retry_after_ms, 0, self.limits.max_delay_ms
+                )
+                out.raise_if_any()
+
+        def apply(job: Job, item: NackItem, now: int) -> tuple[Job, Settled]:
+            if transitions.already_nacked(job, item.token):
+                return job, Settled(item.token, job.state, _next_run(job))
+            after = transitions.nack(job, item, now, self.rng)
+            return after, Settled(item.token, after.state, _next_run(after))
+
+        results, changes = await self._settle(ns, items, check, apply)
+        await self._index_after_commit(self.index.place([c.after for c in changes], notices(changes)))
+        for queue in {(c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED}:
+            self.waiters.notify(queue)
+        return results
+
+    async def _settle(
+        self,
+        ns: str,
+        items: Sequence[T_Item],
+        check: Callable[[int, T_Item], None],
+        apply: Callable[[Job, T_Item, int], tuple[Job, R]],
+    ) -> tuple[list[Outcome[R]], list[JobChange]]:
+        """Shared shape of Heartbeat, Ack and Nack: validate, lock, decide, commit."""
+        results: list[Outcome[R] | None] = [None] * len(items)
+        wanted: dict[int, str] = {}
+        for i, item in enumerate(items):
+            try:
+                check(i, item)
+                wanted[i] = ids.job_id_of_token(item.token, f"items[{i}].lease_token")
+            except InvalidArgument as exc:
+                results[i] = exc
+        changes: list[JobChange] = []
+        async with self.runs.transaction() as tx:
+            now = self.clock.now_ms()
+            current = await tx.lock(wanted.values())
+            for i, job_id in wanted.items():
+                job = current.get(job_id)
+                if job is None or job.namespace != ns:
+                    results[i] = JobNotFound("no job with this id", {"job_id": job_id})
+                    continue
+                try:
+                    after, results[i] = apply(job, items[i], now)
+                except LeaseExpired as exc:
+                    results[i] = exc
+                    continue
+                if after is not job:
+                    changes.append(JobChange(job, after, now))
+                    current[job_id] = after
+            await tx.save(changes)
+        return one_or_many([r for r in results if r is not None]), changes
+
+
+T_Item = TypeVar("T_Item", HeartbeatItem, AckItem, NackItem)
+R = TypeVar("R", Extended, Settled)
+
+
+def _next_run(job: Job) -> int | None:
+    return job.run_at_ms if job.state in (JobState.SCHEDULED, JobState.QUEUED) else None
+
+
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -1,0 +1,154 @@
+"""StreamUpdates: the current state of followed jobs, then every later transition.
+
+No gap, no duplicate: a subscriber registers for notices *before* reading the
+snapshot, then for each job reads from the run_events table every version
+after the last one it sent. A notice (from Redis pub/sub, published after each
+commit) only says "look again"; the events come from SQL. Followed job ids
+are also re-read every second, so a lost notice delays an update but never
+loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from dispatcher.domain import validation
+from dispatcher.domain.errors import InvalidArgument, JobNotFound
+from dispatcher.domain.limits import Limits
+from dispatcher.domain.models import Job, JobUpdate, StreamRequest, Transition
+from dispatcher.store.sql.runs import RunStore
+
+POLL_S = 1.0
+
+
+@dataclass(eq=False)
+class Subscription:
+    namespace: str
+    job_ids: frozenset[str]
+    queue: str
+    pending: set[str] = field(default_factory=set)
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, job_id: str, namespace: str, queue: str) -> bool:
+        if namespace != self.namespace:
+            return False
+        return job_id in self.job_ids if self.job_ids else queue == self.queue
+
+
+class UpdateHub:
+    """Routes update notices to the subscriptions that want them."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+
+    def subscribe(self, sub: Subscription) -> None:
+        self._subs.add(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def on_message(self, message: str) -> None:
+        """Handle one message of the updates channel: [[job id, ns, queue, version], ...]."""
+        if not self._subs:
+            return
+        for job_id, ns, queue, _version in json.loads(message):
+            for sub in self._subs:
+                if sub.wants(job_id, ns, queue):
+                    sub.pending.add(job_id)
+                    sub.woken.set()
+
+
+def _from_job(job: Job) -> JobUpdate:
+    return JobUpdate(
+        job.id, job.queue, job.version, job.state, job.attempt,
+        job.finished_ms or job.started_ms or job.created_ms, job.last_error, job,
+    )
+
+
+def _from_event(e: Transition, queue: str, job: Job | None) -> JobUpdate:
+    return JobUpdate(e.job_id, queue, e.version, e.state, e.attempt, e.at_ms, e.error, job)
+
+
+class UpdateStreams:
+    def __init__(self, runs: RunStore, hub: UpdateHub, limits: Limits) -> None:
+        self.runs = runs
+        self.hub = hub
+        self.limits = limits
+
+    def _check(self, req: StreamRequest) -> Subscription:
+        ns = validation.namespace(req.namespace)
+        if req.job_ids:
+            if len(req.job_ids) > self.limits.max_stream_jobs:
+                raise InvalidArgument.field("job_ids", f"at most {self.limits.max_stream_jobs} ids")
+            for i, jid in enumerate(req.job_ids):
+                validation.check_job_id(jid, f"job_ids[{i}]")
+            return Subscription(ns, frozenset(req.job_ids), "")
+        if not req.queue:
+            raise InvalidArgument.field("job_ids", "name job ids or a queue to follow")
+        validation.check_name(req.queue, "queue")
+        return Subscription(ns, frozenset(), req.queue)
+
+    async def follow(self, req: StreamRequest) -> AsyncIterator[JobUpdate]:
+        sub = self._check(req)
+        self.hub.subscribe(sub)
+        try:
+            async for update in self._run(sub):
+                yield update
+        finally:
+            self.hub.unsubscribe(sub)
+
+    async def _snapshot(self, sub: Subscription) -> list[Job]:
+        if not sub.job_ids:
+            return await self.runs.live_in_queue(sub.namespace, sub.queue, self.limits.max_stream_jobs)
+        jobs = await self.runs.get_many(sorted(sub.job_ids))
+        for jid in sorted(sub.job_ids):
+            if jid not in jobs or jobs[jid].namespace != sub.namespace:
+                raise JobNotFound("no job with this id", {"job_id": jid})
+        return [jobs[j] for j in sorted(sub.job_ids)]
+
+    async def _run(self, sub: Subscription) -> AsyncIterator[JobUpdate]:
+        last: dict[str, int] = {}
+        queues: dict[str, str] = {}
+        for job in await self._snapshot(sub):
+            yield _from_job(job)
+            queues[job.id] = job.queue
+            if not job.state.terminal:
+                last[job.id] = job.version
+        while last or not sub.job_ids:
+            try:
+                await asyncio.wait_for(sub.woken.wait(), timeout=POLL_S)
+            except TimeoutError:
+                sub.pending.update(last)  # the backstop: look at every followed job again
+            sub.woken.clear()
+            look, sub.pending = sub.pending, set()
+            if sub.job_ids:
+                look &= set(last)
+            async for update in self._catch_up(look, last, queues):
+                yield update
+
+    async def _catch_up(
+        self, look: set[str], last: dict[str, int], queues: dict[str, str]
+    ) -> AsyncIterator[JobUpdate]:
+        if not look:
+            return
+        unknown = [j for j in look if j not in queues]
+        if unknown:
+            for jid, job in (await self.runs.get_many(unknown)).items():
+                queues[jid] = job.queue
+        events = await self.runs.events_after({j: last.get(j, 0) for j in look if j in queues})
+        finished = [e.job_id for e in events if e.state.terminal]
+        final_jobs = await self.runs.get_many(finished) if finished else {}
+        for e in events:
+            if e.version <= last.get(e.job_id, 0):
+                continue
+            first = e.job_id not in last
+            job = final_jobs.get(e.job_id) if e.state.terminal else None
+            if first and job is None:
+                job = (await self.runs.get_many([e.job_id])).get(e.job_id)
+            yield _from_event(e, queues[e.job_id], job)
+            last[e.job_id] = e.version
+            if e.state.terminal:
+                del last[e.job_id]

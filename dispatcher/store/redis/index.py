@@ -1,0 +1,235 @@
+"""The Redis index: which jobs are ready, scheduled or leased, per queue.
+
+Redis holds no fact that SQL does not; every method here can be replayed
+from SQL (see `place`). Each method groups its jobs by queue and sends one
+script call per queue, all in one pipeline: one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from dispatcher.domain.errors import Unavailable
+from dispatcher.domain.models import Job, JobState
+from dispatcher.store.redis.keys import Keys
+from dispatcher.store.redis.scripts import Scripts
+
+QueueRef = tuple[str, str]
+# A transition announced on the updates channel: job id, namespace, queue, version.
+Notice = tuple[str, str, str, int]
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Turn Redis failures into `Unavailable` at the store's edge."""
+    try:
+        yield
+    except (redis_errors.RedisError, OSError) as exc:
+        raise Unavailable("Redis is unavailable") from exc
+
+
+def placement(job: Job) -> tuple[str, int]:
+    """Where a job belongs in the index given its SQL row, and with which score."""
+    if job.state is JobState.QUEUED:
+        return "r", int(job.priority)
+    if job.state is JobState.SCHEDULED:
+        return "s", job.run_at_ms
+    if job.state is JobState.LEASED and job.lease_expires_ms is not None:
+        return "l", job.lease_expires_ms
+    return "-", 0
+
+
+def _by_queue(jobs: Iterable[Job]) -> dict[QueueRef, list[Job]]:
+    groups: dict[QueueRef, list[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[(job.namespace, job.queue)].append(job)
+    return groups
+
+
+class RedisIndex:
+    """Index operations over one Redis client."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = Scripts.register(client)
+
+    def _queue_keys(self, ns: str, q: str) -> list[str]:
+        k = self.keys
+        return [k.ready(ns, q), k.scheduled(ns, q), k.leased(ns, q)]
+
+    def _notify(self, pipe: Any, notices: Sequence[Notice]) -> None:
+        if notices:
+            payload = json.dumps([list(n) for n in notices], separators=(",", ":"))
+            pipe.publish(self.keys.updates_channel(), payload)
+
+    async def enqueue(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
+        """Index newly inserted jobs and announce them."""
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for (ns, q), group in _by_queue(jobs).items():
+                ref = Keys.queue_ref(ns, q)
+                args: list[Any] = [now_ms, self.keys.wake_channel(), ref]
+                for j in group:
+                    args += [j.id, int(j.priority), j.run_at_ms]
+                await self.scripts.enqueue(
+                    keys=[self.keys.ready(ns, q), self.keys.scheduled(ns, q)], args=args, client=pipe
+                )
+                pipe.sadd(self.keys.queues(), ref)
+            self._notify(pipe, notices)
+            await pipe.execute()
+
+    async def lease(self, ns: str, queue: str, n: int, expire_ms: int) -> list[str]:
+        """Pop up to n ready jobs into the leased set (provisionally, until SQL confirms)."""
+        async with translate_errors():
+            ids = await self.scripts.lease(
+                keys=[self.keys.ready(ns, queue), self.keys.leased(ns, queue)], args=[n, expire_ms]
+            )
+        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    async def extend(self, jobs: Sequence[Job]) -> None:
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for (ns, q), group in _by_queue(jobs).items():
+                args: list[Any] = []
+                for j in group:
+                    args += [j.id, j.lease_expires_ms]
+                await self.scripts.extend(keys=[self.keys.leased(ns, q)], args=args, client=pipe)
+            await pipe.execute()
+
+    async def place(self, jobs: Sequence[Job], notices: Sequence[Notice] = ()) -> None:
+        """Put each job where its SQL state says it belongs (terminal: nowhere)."""
+        if not jobs and not notices:
+            return
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for (ns, q), group in _by_queue(jobs).items():
+                ref = Keys.queue_ref(ns, q)
+                terminal = [j.id for j in group if j.state.terminal]
+                if terminal:
+                    await self.scripts.remove(keys=self._queue_keys(ns, q), args=terminal, client=pipe)
+                live = [j for j in group if not j.state.terminal]
+                if live:
+                    args: list[Any] = [self.keys.wake_channel(), ref]
+                    for j in live:
+                        where, score = placement(j)
+                        args += [j.id, where, score]
+                    await self.scripts.place(keys=self._queue_keys(ns, q), args=args, client=pipe)
+                    pipe.sadd(self.keys.queues(), ref)
+            self._notify(pipe, notices)
+            await pipe.execute()
+
+    async def forget(self, ns: str, queue: str, ids: Sequence[str]) -> None:
+        """Drop ids from every structure of a queue (stale entries with no live SQL row)."""
+        if not ids:
+            return
+        async with translate_errors():
+            await self.scripts.remove(keys=self._queue_keys(ns, queue), args=list(ids))
+
+    async def queues(self) -> list[QueueRef]:
+        async with translate_errors():
+            refs = await self.client.smembers(self.keys.queues())
+        out = [Keys.split_ref(r.decode() if isinstance(r, bytes) else r) for r in refs]
+        return sorted(out)
+
+    async def overdue(
+        self, queues: Sequence[QueueRef], now_ms: int, limit: int
+    ) -> tuple[dict[QueueRef, list[str]], dict[QueueRef, list[str]]]:
+        """Per queue: scheduled jobs now due, and leases now expired (at most `limit` each)."""
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for ns, q in queues:
+                pipe.zrangebyscore(self.keys.scheduled(ns, q), "-inf", now_ms, start=0, num=limit)
+                pipe.zrangebyscore(self.keys.leased(ns, q), "-inf", now_ms, start=0, num=limit)
+            replies = await pipe.execute()
+        due: dict[QueueRef, list[str]] = {}
+        expired: dict[QueueRef, list[str]] = {}
+        for i, ref in enumerate(queues):
+            d, e = replies[2 * i], replies[2 * i + 1]
+            if d:
+                due[ref] = [x.decode() if isinstance(x, bytes) else x for x in d]
+            if e:
+                expired[ref] = [x.decode() if isinstance(x, bytes) else x for x in e]
+        return due, expired
+
+    async def depth(self, ns: str, queue: str) -> tuple[int, int, int]:
+        """Counts of ready, scheduled and leased entries of one queue."""
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for key in self._queue_keys(ns, queue):
+                pipe.zcard(key)
+            r, s, lz = await pipe.execute()
+        return int(r), int(s), int(lz)
+
+    async def time_ms(self) -> int:
+        async with translate_errors():
+            seconds, micros = await self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def is_built(self) -> bool:
+        async with translate_errors():
+            return bool(await self.client.exists(self.keys.index_built()))
+
+    async def mark_built(self, now_ms: int) -> None:
+        async with translate_errors():
+            await self.client.set(self.keys.index_built(), now_ms)
+
+    async def try_lock_rebuild(self, owner: str, ttl_ms: int) -> bool:
+        async with translate_errors():
+            got = await self.client.set(self.keys.rebuild_lock(), owner, nx=True, px=ttl_ms)
+            if got:
+                return True
+            current = await self.client.get(self.keys.rebuild_lock())
+            if current is not None and (current.decode() if isinstance(current, bytes) else current) == owner:
+                await self.client.pexpire(self.keys.rebuild_lock(), ttl_ms)
+                return True
+            return False
+
+    async def unlock_rebuild(self) -> None:
+        async with translate_errors():
+            await self.client.delete(self.keys.rebuild_lock())
+
+    async def ping(self) -> None:
+        async with translate_errors():
+            await self.client.ping()
+
+    async def membership(self, jobs: Sequence[Job]) -> list[tuple[str, int | None]]:
+        """For each job, where the index has it ("r", "s", "l" or "-") and with which score."""
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for j in jobs:
+                for key in self._queue_keys(j.namespace, j.queue):
+                    pipe.zscore(key, j.id)
+            replies = await pipe.execute()
+        out: list[tuple[str, int | None]] = []
+        for i in range(len(jobs)):
+            found = [(w, s) for w, s in zip("rsl", replies[3 * i : 3 * i + 3], strict=True) if s is not None]
+            out.append((found[0][0], int(found[0][1])) if len(found) == 1 else ("-" if not found else "*", None))
+        return out
+
+    async def listen(self, channels: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
+        """Yield (channel, message) from a pub/sub subscription until cancelled."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with translate_errors():
+                await pubsub.subscribe(*channels)
+            while True:
+                async with translate_errors():
+                    msg = await pubsub.get_message(timeout=1.0)
+                if msg is not None:
+                    yield _text(msg["channel"]), _text(msg["data"])
+        finally:
+            try:
+                await pubsub.aclose()
+            except (redis_errors.RedisError, OSError):
+                pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,73 @@
+"""Every Redis key and channel the dispatcher uses, built in this one module.
+
+Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
+
+    P:{T}:ready       ZSET  score = priority rank (0 = critical), member = job id;
+                            equal scores sort by id, and ids sort by creation: FIFO
+    P:{T}:scheduled   ZSET  score = run_at (ms), member = job id
+    P:{T}:leased      ZSET  score = lease expiry (ms), member = job id
+    P:queues          SET   every T that has ever held a job (for the reaper)
+    P:index:built     STRING present once the index has been built from SQL
+    P:index:rebuild   STRING lock held by the replica rebuilding the index
+    P:wake            channel: "T" when a queue gains ready jobs
+    P:updates         channel: JSON list of [job id, namespace, queue, version]
+
+The `{T}` hash tag puts one queue's keys in one cluster slot, so each Lua
+script touches one slot. Namespace and queue names cannot contain `{`, `}`,
+`:` or `/` (see domain/validation.py), so T cannot escape its tag.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Keys:
+    """Key builders under one deployment prefix."""
+
+    def __init__(self, prefix: str = "dsp") -> None:
+        if not PREFIX_RE.fullmatch(prefix):
+            raise ValueError("the Redis key prefix must be 1-64 characters of [A-Za-z0-9_.-]")
+        self.prefix = prefix
+
+    @staticmethod
+    def queue_ref(namespace: str, queue: str) -> str:
+        return f"{namespace}/{queue}"
+
+    @staticmethod
+    def split_ref(ref: str) -> tuple[str, str]:
+        namespace, _, queue = ref.partition("/")
+        return namespace, queue
+
+    def _queue_key(self, namespace: str, queue: str, kind: str) -> str:
+        return f"{self.prefix}:{{{namespace}/{queue}}}:{kind}"
+
+    def ready(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "ready")
+
+    def scheduled(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "scheduled")
+
+    def leased(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "leased")
+
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    def index_built(self) -> str:
+        return f"{self.prefix}:index:built"
+
+    def rebuild_lock(self) -> str:
+        return f"{self.prefix}:index:rebuild"
+
+    def wake_channel(self) -> str:
+        return f"{self.prefix}:wake"
+
+    def updates_channel(self) -> str:
+        return f"{self.prefix}:updates"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this deployment."""
+        return f"{self.prefix}:*"

@@ -1,0 +1,304 @@
+"""The runs repository: every SQL statement the dispatcher issues.
+
+Each method works on a batch and costs a fixed number of statements whatever
+the batch size. Writes go through `transaction()`, which yields a `RunsTx`;
+infrastructure errors leave this module as `Unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dispatcher.domain.errors import Unavailable
+from dispatcher.domain.models import (
+    TERMINAL_STATES,
+    Job,
+    JobChange,
+    JobState,
+    Priority,
+    RetryPolicy,
+    Transition,
+)
+from dispatcher.store.sql.engine import is_sqlite
+from dispatcher.store.sql.tables import run_events, runs
+
+LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
+
+# Columns a transition may change; `before.version` guards the write.
+_MUTABLE = (
+    "state", "attempt", "version", "run_at", "progress_percent", "progress_message",
+    "started_at", "finished_at", "last_error", "result", "result_content_type",
+    "lease_holder", "lease_token", "lease_expires_at", "lease_duration_ms",
+)
+
+
+class DuplicateKey(Exception):
+    """An insert collided with an existing idempotency key (a concurrent enqueue)."""
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Turn driver and connection failures into `Unavailable` at the store's edge."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise DuplicateKey() from exc
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        raise Unavailable("the database is unavailable") from exc
+
+
+def job_to_row(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "namespace": job.namespace,
+        "queue": job.queue,
+        "type": job.type,
+        "payload": job.payload,
+        "content_type": job.content_type,
+        "priority": int(job.priority),
+        "metadata": json.dumps(job.metadata, separators=(",", ":")),
+        "state": job.state.value,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "retry_initial_ms": job.retry_policy.initial_backoff_ms,
+        "retry_max_ms": job.retry_policy.max_backoff_ms,
+        "retry_multiplier": job.retry_policy.multiplier,
+        "retry_jitter": job.retry_policy.jitter,
+        "lease_duration_ms": job.lease_duration_ms,
+        "created_at": job.created_ms,
+        "run_at": job.run_at_ms,
+        "version": job.version,
+        "idempotency_key": job.idempotency_key,
+        "progress_percent": job.progress_percent,
+        "progress_message": job.progress_message,
+        "started_at": job.started_ms,
+        "finished_at": job.finished_ms,
+        "last_error": job.last_error,
+        "result": job.result,
+        "result_content_type": job.result_content_type,
+        "lease_holder": job.lease_holder,
+        "lease_token": job.lease_token,
+        "lease_expires_at": job.lease_expires_ms,
+    }
+
+
+def row_to_job(r: Row[Any]) -> Job:
+    m = r._mapping
+    return Job(
+        id=m["id"],
+        namespace=m["namespace"],
+        queue=m["queue"],
+        type=m["type"],
+        payload=bytes(m["payload"]),
+        content_type=m["content_type"],
+        priority=Priority(m["priority"]),
+        metadata=json.loads(m["metadata"]),
+        state=JobState(m["state"]),
+        attempt=m["attempt"],
+        max_attempts=m["max_attempts"],
+        retry_policy=RetryPolicy(
+            m["retry_initial_ms"], m["retry_max_ms"], m["retry_multiplier"], m["retry_jitter"]
+        ),
+        lease_duration_ms=m["lease_duration_ms"],
+        created_ms=m["created_at"],
+        run_at_ms=m["run_at"],
+        version=m["version"],
+        idempotency_key=m["idempotency_key"],
+        progress_percent=m["progress_percent"],
+        progress_message=m["progress_message"],
+        started_ms=m["started_at"],
+        finished_ms=m["finished_at"],
+        last_error=m["last_error"],
+        result=bytes(m["result"]),
+        result_content_type=m["result_content_type"],
+        lease_holder=m["lease_holder"],
+        lease_token=m["lease_token"],
+        lease_expires_ms=m["lease_expires_at"],
+    )
+
+
+def _event_row(t: Transition) -> dict[str, Any]:
+    return {
+        "job_id": t.job_id, "version": t.version, "state": t.state.value,
+        "attempt": t.attempt, "at": t.at_ms, "error": t.error,
+    }
+
+
+_UPDATE = (
+    update(runs)
+    .where(and_(runs.c.id == bindparam("b_id"), runs.c.version == bindparam("b_version")))
+    .values({c: bindparam(c) for c in _MUTABLE})
+)
+
+
+class RunsTx:
+    """Statements inside one transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def lock(self, ids: Iterable[str]) -> dict[str, Job]:
+        """Read jobs by id, locking their rows (FOR UPDATE on PostgreSQL)."""
+        ids = list(set(ids))
+        if not ids:
+            return {}
+        stmt = select(runs).where(runs.c.id.in_(ids)).with_for_update()
+        rows = (await self._conn.execute(stmt)).all()
+        return {r.id: row_to_job(r) for r in rows}
+
+    async def by_idempotency_keys(self, namespace: str, keys: Sequence[str]) -> dict[str, Job]:
+        if not keys:
+            return {}
+        stmt = select(runs).where(
+            runs.c.namespace == namespace, runs.c.idempotency_key.in_(set(keys))
+        )
+        rows = (await self._conn.execute(stmt)).all()
+        return {r.idempotency_key: row_to_job(r) for r in rows}
+
+    async def insert(self, jobs: Sequence[Job]) -> None:
+        """Insert new jobs and their first transition."""
+        if not jobs:
+            return
+        await self._conn.execute(runs.insert(), [job_to_row(j) for j in jobs])
+        events = [
+            Transition(j.id, j.version, j.state, j.attempt, j.created_ms) for j in jobs
+        ]
+        await self._conn.execute(run_events.insert(), [_event_row(e) for e in events])
+
+    async def save(self, changes: Sequence[JobChange]) -> None:
+        """Write each change's `after`; record an event for each state transition."""
+        if not changes:
+            return
+        params = []
+        for ch in changes:
+            row = job_to_row(ch.after)
+            p = {c: row[c] for c in _MUTABLE}
+            p["b_id"] = ch.before.id
+            p["b_version"] = ch.before.version
+            params.append(p)
+        await self._conn.execute(_UPDATE, params)
+        events = [_event_row(ch.event) for ch in changes if ch.after.version != ch.before.version]
+        if events:
+            await self._conn.execute(run_events.insert(), events)
+
+
+class RunStore:
+    """The runs repository over one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # SQLite has one writer; queueing writers here is cheaper than busy-waiting.
+        self._write_lock = asyncio.Lock() if is_sqlite(str(engine.url)) else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[RunsTx]:
+        """One write transaction; committed when the block exits without error."""
+        async with translate_errors():
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield RunsTx(conn)
+            else:
+                async with self._write_lock, self.engine.begin() as conn:
+                    yield RunsTx(conn)
+
+    async def get(self, job_id: str) -> Job | None:
+        async with translate_errors(), self.engine.connect() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.id == job_id))).first()
+        return None if row is None else row_to_job(row)
+
+    async def get_many(self, ids: Sequence[str]) -> dict[str, Job]:
+        if not ids:
+            return {}
+        async with translate_errors(), self.engine.connect() as conn:
+            rows = (await conn.execute(select(runs).where(runs.c.id.in_(list(ids))))).all()
+        return {r.id: row_to_job(r) for r in rows}
+
+    async def events_after(self, versions: dict[str, int]) -> list[Transition]:
+        """Transitions of each job newer than the given version, in version order."""
+        if not versions:
+            return []
+        cond = [
+            and_(run_events.c.job_id == jid, run_events.c.version > v)
+            for jid, v in versions.items()
+        ]
+        stmt = (
+            select(run_events)
+            .where(or_(*cond))
+            .order_by(run_events.c.job_id, run_events.c.version)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            Transition(r.job_id, r.version, JobState(r.state), r.attempt, r.at, r.error)
+            for r in rows
+        ]
+
+    async def live_in_queue(self, namespace: str, queue: str, limit: int) -> list[Job]:
+        stmt = (
+            select(runs)
+            .where(
+                runs.c.namespace == namespace,
+                runs.c.queue == queue,
+                runs.c.state.in_(LIVE_STATES),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [row_to_job(r) for r in rows]
+
+    async def live_page(self, after_id: str, limit: int) -> list[Job]:
+        """Non-terminal jobs in id order, for rebuilding the Redis index."""
+        stmt = (
+            select(runs)
+            .where(runs.c.state.in_(LIVE_STATES), runs.c.id > after_id)
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [row_to_job(r) for r in rows]
+
+    async def count_by_state(self) -> dict[str, int]:
+        stmt = select(runs.c.state, func.count()).group_by(runs.c.state)
+        async with translate_errors(), self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {r[0]: r[1] for r in rows}
+
+    async def due_scheduled(self, now_ms: int, limit: int) -> list[str]:
+        stmt = (
+            select(runs.c.id)
+            .where(runs.c.state == JobState.SCHEDULED.value, runs.c.run_at <= now_ms)
+            .limit(limit)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            return list((await conn.execute(stmt)).scalars())
+
+    async def expired_leases(self, now_ms: int, limit: int) -> list[str]:
+        stmt = (
+            select(runs.c.id)
+            .where(runs.c.state == JobState.LEASED.value, runs.c.lease_expires_at <= now_ms)
+            .limit(limit)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            return list((await conn.execute(stmt)).scalars())
+
+    async def ping(self) -> None:
+        async with translate_errors(), self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+__all__ = ["DuplicateKey", "RunStore", "RunsTx"]
