@@ -110,45 +110,63 @@ class UpdateStreams:
         return [jobs[j] for j in sorted(sub.job_ids)]
 
     async def _run(self, sub: Subscription) -> AsyncIterator[JobUpdate]:
-        last: dict[str, int] = {}
-        queues: dict[str, str] = {}
+        seen = _Seen()
         for job in await self._snapshot(sub):
             yield _from_job(job)
-            queues[job.id] = job.queue
-            if not job.state.terminal:
-                last[job.id] = job.version
-        while last or not sub.job_ids:
+            seen.record(job.id, job.queue, job.version, job.state.terminal)
+        while seen.live or not sub.job_ids:
             try:
                 await asyncio.wait_for(sub.woken.wait(), timeout=POLL_S)
             except TimeoutError:
-                sub.pending.update(last)  # the backstop: look at every followed job again
+                sub.pending.update(seen.live)  # the backstop: look at every live job again
             sub.woken.clear()
             look, sub.pending = sub.pending, set()
             if sub.job_ids:
-                look &= set(last)
-            async for update in self._catch_up(look, last, queues):
+                look &= set(seen.live)
+            async for update in self._catch_up(look, seen):
                 yield update
 
-    async def _catch_up(
-        self, look: set[str], last: dict[str, int], queues: dict[str, str]
-    ) -> AsyncIterator[JobUpdate]:
+    async def _catch_up(self, look: set[str], seen: _Seen) -> AsyncIterator[JobUpdate]:
         if not look:
             return
-        unknown = [j for j in look if j not in queues]
+        unknown = [j for j in look if j not in seen.queues]
         if unknown:
             for jid, job in (await self.runs.get_many(unknown)).items():
-                queues[jid] = job.queue
-        events = await self.runs.events_after({j: last.get(j, 0) for j in look if j in queues})
+                seen.queues[jid] = job.queue
+        events = await self.runs.events_after({j: seen.version(j) for j in look if j in seen.queues})
         finished = [e.job_id for e in events if e.state.terminal]
         final_jobs = await self.runs.get_many(finished) if finished else {}
         for e in events:
-            if e.version <= last.get(e.job_id, 0):
+            if e.version <= seen.version(e.job_id):
                 continue
-            first = e.job_id not in last
             job = final_jobs.get(e.job_id) if e.state.terminal else None
-            if first and job is None:
+            if job is None and seen.version(e.job_id) == 0:  # first message about this job
                 job = (await self.runs.get_many([e.job_id])).get(e.job_id)
-            yield _from_event(e, queues[e.job_id], job)
-            last[e.job_id] = e.version
-            if e.state.terminal:
-                del last[e.job_id]
+            yield _from_event(e, seen.queues[e.job_id], job)
+            seen.record(e.job_id, seen.queues[e.job_id], e.version, e.state.terminal)
+
+
+class _Seen:
+    """Per stream: the last version sent for each job, live ones apart from finished ones."""
+
+    FINISHED_MEMORY = 10_000
+
+    def __init__(self) -> None:
+        self.live: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
+        self.queues: dict[str, str] = {}
+
+    def version(self, job_id: str) -> int:
+        return self.live.get(job_id) or self.finished.get(job_id) or 0
+
+    def record(self, job_id: str, queue: str, version: int, terminal: bool) -> None:
+        self.queues[job_id] = queue
+        if terminal:
+            self.live.pop(job_id, None)
+            self.finished[job_id] = version
+            if len(self.finished) > self.FINISHED_MEMORY:  # oldest first: dicts keep order
+                oldest = next(iter(self.finished))
+                del self.finished[oldest]
+                self.queues.pop(oldest, None)
+        else:
+            self.live[job_id] = version

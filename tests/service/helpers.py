@@ -1,0 +1,40 @@
+"""Small builders shared by the service tests."""
+
+from __future__ import annotations
+
+from dispatcher.app import Components
+from dispatcher.domain.models import (
+    AckItem,
+    GrantedLease,
+    JobSpec,
+    LeaseRequest,
+    NackItem,
+    Priority,
+    RetryPolicy,
+)
+
+
+def spec(queue: str = "q", **kw: object) -> JobSpec:
+    kw.setdefault("type", "t")
+    return JobSpec(queue=queue, **kw)  # type: ignore[arg-type]
+
+
+async def lease(
+    c: Components, queues: list[str] | None = None, n: int = 1, worker: str = "w", wait_ms: int = 0,
+    duration_ms: int | None = None,
+) -> list[GrantedLease]:
+    return await c.dispatcher.lease(LeaseRequest("", worker, queues or ["q"], n, wait_ms, duration_ms))
+
+
+async def ack(c: Components, token: str, result: bytes = b"") -> None:
+    await c.dispatcher.ack("", [AckItem(token, result)])
+
+
+async def nack(c: Components, token: str, error: str = "boom", retry: bool = True,
+               retry_after_ms: int | None = None) -> None:
+    await c.dispatcher.nack("", [NackItem(token, error, retry, retry_after_ms)])
+
+
+NO_JITTER = RetryPolicy(initial_backoff_ms=1000, max_backoff_ms=60_000, multiplier=2.0, jitter=0.0)
+
+__all__ = ["NO_JITTER", "Priority", "ack", "lease", "nack", "spec"]

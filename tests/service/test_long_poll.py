@@ -1,0 +1,68 @@
+"""Lease is a long-poll: it answers as soon as a job is ready on any replica."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from dispatcher.clock import FakeClock
+from dispatcher.service import listener
+from tests.backends import Backend
+from tests.service.helpers import lease, spec
+
+
+async def test_a_waiting_lease_wakes_when_another_replica_enqueues(
+    backend: Backend, clock: FakeClock
+) -> None:
+    a, b = backend.components(clock), backend.components(clock)
+    await a.reconciler.ensure_index()
+    await b.reconciler.ensure_index()
+    listening = asyncio.create_task(listener.listen_forever(b.index, b.waiters, b.hub, b.state))
+    try:
+        waiting = asyncio.create_task(lease(b, wait_ms=20_000))
+        while b.waiters.count() == 0:  # the poll is parked
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # and the subscription is live
+        job = (await a.dispatcher.enqueue("", spec())).job
+        granted = await asyncio.wait_for(waiting, timeout=10)
+        assert [g.job.id for g in granted] == [job.id]
+    finally:
+        b.state.start_draining()
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+
+
+async def test_an_empty_long_poll_answers_empty_when_its_wait_ends(
+    backend: Backend, clock: FakeClock
+) -> None:
+    c = backend.components(clock)
+    await c.reconciler.ensure_index()
+    started = time.monotonic()
+    assert await lease(c, wait_ms=300) == []
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_draining_ends_waiting_long_polls_with_an_empty_answer(
+    backend: Backend, clock: FakeClock
+) -> None:
+    c = backend.components(clock)
+    await c.reconciler.ensure_index()
+    waiting = asyncio.create_task(lease(c, wait_ms=20_000))
+    while c.waiters.count() == 0:
+        await asyncio.sleep(0.01)
+    c.state.start_draining()
+    assert await asyncio.wait_for(waiting, timeout=5) == []
+
+
+async def test_sixteen_waiting_pollers_and_one_job_give_it_to_exactly_one(
+    backend: Backend, clock: FakeClock
+) -> None:
+    c = backend.components(clock)
+    await c.reconciler.ensure_index()
+    polls = [asyncio.create_task(lease(c, worker=f"w{i}", wait_ms=1500)) for i in range(16)]
+    while c.waiters.count() < 16:
+        await asyncio.sleep(0.01)
+    job = (await c.dispatcher.enqueue("", spec())).job
+    results = await asyncio.gather(*polls)
+    winners = [g.job.id for r in results for g in r]
+    assert winners == [job.id]

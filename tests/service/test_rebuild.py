@@ -1,0 +1,87 @@
+"""Redis is a rebuildable index: wipe it, and SQL brings every live job back."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.app import Components
+from dispatcher.clock import FakeClock
+from dispatcher.domain.errors import IndexRebuilding
+from dispatcher.domain.models import JobState, Priority
+from dispatcher.service.state import Phase
+from tests.backends import Backend
+from tests.service.helpers import ack, lease, spec
+
+
+async def test_after_a_redis_wipe_every_live_job_is_delivered_in_priority_order_and_none_twice(
+    replica: Components, backend: Backend, clock: FakeClock
+) -> None:
+    d = replica.dispatcher
+    prios = [Priority.LOW, Priority.HIGH, Priority.DEFAULT, Priority.CRITICAL] * 5
+    queued = [(await d.enqueue("", spec(priority=p))).job for p in prios]
+    scheduled = (await d.enqueue("", spec(delay_ms=60_000))).job
+    done = (await d.enqueue("", spec(queue="other"))).job
+    (finished,) = await lease(replica, queues=["other"])
+    await ack(replica, finished.token)
+    held = (await d.enqueue("", spec(queue="held", lease_duration_ms=10_000))).job
+    (live_lease,) = await lease(replica, queues=["held"])
+
+    await backend.wipe_redis()
+    fresh = backend.components(clock)  # a restarted dispatcher
+    with pytest.raises(IndexRebuilding):
+        await lease(fresh)
+    placed = await fresh.reconciler.ensure_index()
+    assert fresh.state.phase is Phase.SERVING
+    assert placed == len(queued) + 2  # + scheduled + leased; the succeeded job is not indexed
+
+    granted = await lease(fresh, n=100)
+    expected = sorted(queued, key=lambda j: (j.priority, j.id))
+    assert [g.job.id for g in granted] == [j.id for j in expected]
+    # The live lease survived the wipe: its holder can still ack with its token.
+    await ack(fresh, live_lease.token, b"ok")
+    for g in granted:
+        await ack(fresh, g.token)
+    # The scheduled job comes due as before; the finished one never comes back.
+    clock.advance(61)
+    await fresh.reaper.run_once(clock.now_ms())
+    assert [g.job.id for g in await lease(fresh, n=10)] == [scheduled.id]
+    assert await lease(fresh, queues=["other", "held"], n=10) == []
+    counts = await fresh.runs.count_by_state()
+    assert counts == {"succeeded": len(queued) + 2, "leased": 1}
+    assert held.id == live_lease.job.id
+    assert done.state is JobState.QUEUED
+
+
+async def test_an_expired_lease_is_still_reaped_after_a_wipe(
+    replica: Components, backend: Backend, clock: FakeClock
+) -> None:
+    await replica.dispatcher.enqueue("", spec(lease_duration_ms=2000))
+    (g,) = await lease(replica)
+    await backend.wipe_redis()
+    fresh = backend.components(clock)
+    await fresh.reconciler.ensure_index()
+    clock.advance(3)
+    assert (await fresh.reaper.run_once(clock.now_ms())).expired == 1
+    (again,) = await lease(fresh)
+    assert (again.job.id, again.job.attempt) == (g.job.id, 2)
+
+
+async def test_a_wipe_while_running_is_noticed_and_repaired_by_the_reconciler(
+    replica: Components, backend: Backend
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    await backend.wipe_redis()
+    assert await lease(replica) == []  # the index is empty until the reconciler runs
+    await replica.reconciler.run_once()
+    assert [g.job.id for g in await lease(replica)] == [job.id]
+
+
+async def test_the_reconciler_puts_back_a_job_whose_index_write_was_lost(
+    replica: Components, backend: Backend
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index.forget("default", "q", [job.id])  # as if the Redis write never happened
+    stats = await replica.reconciler.check_page()
+    assert stats.repaired == 1
+    assert [g.job.id for g in await lease(replica)] == [job.id]
+    assert (await replica.reconciler.check_page()).repaired == 0
