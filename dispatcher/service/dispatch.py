@@ -105,8 +105,11 @@ class Dispatcher:
         specs: Sequence[JobSpec | InvalidArgument],
         field_prefix: str = "jobs",
     ) -> list[Outcome[Enqueued]]:
-        """Validate, commit to SQL, then index. Invalid items are not written."""
-        self.state.require_serving()
+        """Validate, commit to SQL, then index. Invalid items are not written.
+
+        Allowed while the index is being rebuilt: the rebuild and this write
+        both place the job from its SQL row, and placing is idempotent.
+        """
         ns = validation.namespace(namespace)
         validation.batch_size(len(specs), self.limits, field_prefix)
         now = self.clock.now_ms()
