@@ -32,12 +32,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_dispatcher(args: argparse.Namespace, workdir: str) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "dispatcher", "serve", "--port", "0",
-           "--database-url", args.database_url or f"sqlite:///{workdir}/bench.db",
-           "--redis-prefix", f"bench{int(time.time())}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dispatcher",
+        "serve",
+        "--port",
+        "0",
+        "--database-url",
+        args.database_url or f"sqlite:///{workdir}/bench.db",
+        "--redis-prefix",
+        f"bench{int(time.time())}",
+    ]
     if args.redis_url:
         cmd += ["--redis-url", args.redis_url]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if m := re.search(r"listening on [\d.]+:(\d+)", line):
@@ -56,11 +67,16 @@ async def drain(stub: dispatcher_pb2_grpc.DispatcherServiceStub, total: int, lea
     async def leaser(n: int) -> None:
         nonlocal done
         while done < total:
-            resp = await stub.Lease(pb.LeaseRequest(worker_id=f"b{n}", queues=["bench"], max_jobs=50,
-                                                    wait={"nanos": 200_000_000}))
+            resp = await stub.Lease(
+                pb.LeaseRequest(
+                    worker_id=f"b{n}", queues=["bench"], max_jobs=50, wait={"nanos": 200_000_000}
+                )
+            )
             if not resp.leases:
                 continue
-            await stub.Ack(pb.AckRequest(items=[pb.AckItem(lease_token=le.lease_token) for le in resp.leases]))
+            await stub.Ack(
+                pb.AckRequest(items=[pb.AckItem(lease_token=le.lease_token) for le in resp.leases])
+            )
             done += len(resp.leases)
 
     await asyncio.gather(*(leaser(n) for n in range(leasers)))
@@ -84,42 +100,57 @@ async def measure(port: int, n_single: int, n_batch: int) -> dict[str, float]:
         out["lease_ack_single_enqueued_per_s"] = await drain(stub, n_single, 4)
         t = time.perf_counter()
         for start in range(0, n_batch, 100):
-            await stub.EnqueueBatch(pb.EnqueueBatchRequest(jobs=[spec(i) for i in range(start, start + 100)]))
+            await stub.EnqueueBatch(
+                pb.EnqueueBatchRequest(jobs=[spec(i) for i in range(start, start + 100)])
+            )
         out["enqueue_batch100_per_s"] = n_batch / (time.perf_counter() - t)
         out["lease_ack_drain_per_s"] = await drain(stub, n_batch, 4)
         out.update(await latency(stub))
     return out
 
 
-async def latency(stub: dispatcher_pb2_grpc.DispatcherServiceStub, n: int = 200) -> dict[str, float]:
+async def latency(
+    stub: dispatcher_pb2_grpc.DispatcherServiceStub, n: int = 200
+) -> dict[str, float]:
     sent: dict[bytes, float] = {}
     got: list[float] = []
 
     async def leaser() -> None:
         while len(got) < n:
-            resp = await stub.Lease(pb.LeaseRequest(worker_id="lat", queues=["lat"], max_jobs=10,
-                                                    wait={"seconds": 5}))
+            resp = await stub.Lease(
+                pb.LeaseRequest(worker_id="lat", queues=["lat"], max_jobs=10, wait={"seconds": 5})
+            )
             now = time.perf_counter()
             for le in resp.leases:
                 got.append(now - sent[le.job.payload])
             if resp.leases:
-                await stub.Ack(pb.AckRequest(items=[pb.AckItem(lease_token=le.lease_token) for le in resp.leases]))
+                await stub.Ack(
+                    pb.AckRequest(
+                        items=[pb.AckItem(lease_token=le.lease_token) for le in resp.leases]
+                    )
+                )
 
     task = asyncio.create_task(leaser())
     await asyncio.sleep(0.5)
     for i in range(n):
         key = str(i).encode()
         sent[key] = time.perf_counter()
-        await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="lat", type="noop", payload=key)))
+        await stub.Enqueue(
+            pb.EnqueueRequest(job=jpb.JobSpec(queue="lat", type="noop", payload=key))
+        )
         await asyncio.sleep(0.01)
     await task
     got.sort()
-    return {"enqueue_to_lease_p50_ms": statistics.median(got) * 1000,
-            "enqueue_to_lease_p99_ms": got[int(len(got) * 0.99) - 1] * 1000}
+    return {
+        "enqueue_to_lease_p50_ms": statistics.median(got) * 1000,
+        "enqueue_to_lease_p99_ms": got[int(len(got) * 0.99) - 1] * 1000,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--single", type=int, default=2000)

@@ -46,7 +46,9 @@ CLOCK_SYNC_S = 10.0
 
 def make_redis(settings: Settings, fake_server: Any = None) -> Any:
     if settings.embedded_redis:
-        return fakeredis.FakeAsyncRedis(server=fake_server or fakeredis.FakeServer(), decode_responses=True)
+        return fakeredis.FakeAsyncRedis(
+            server=fake_server or fakeredis.FakeServer(), decode_responses=True
+        )
     return redis_asyncio.from_url(
         settings.redis_url,
         decode_responses=True,
@@ -70,7 +72,13 @@ class Components:
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(
-            self.runs, self.index, self.clock, self.limits, self.state, self.waiters, random.Random()
+            self.runs,
+            self.index,
+            self.clock,
+            self.limits,
+            self.state,
+            self.waiters,
+            random.Random(),
         )
         self.streams = UpdateStreams(self.runs, self.hub, self.limits)
         self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
@@ -124,8 +132,11 @@ class DispatcherApp:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if s.reflection:
-            names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                     reflection.SERVICE_NAME)
+            names = (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
             reflection.enable_server_reflection(names, server)
         self.port = server.add_insecure_port(f"{s.host}:{s.port}")
         await self._set_health(False)
@@ -133,17 +144,22 @@ class DispatcherApp:
         self.server = server
         self._tasks = [
             asyncio.create_task(self._sync_clock()),
-            asyncio.create_task(reconcile.run_forever(c.reconciler, c.state, s.reconcile_interval_s)),
-            asyncio.create_task(reaper.run_forever(c.reaper, c.clock, c.state, s.reaper_interval_s)),
+            asyncio.create_task(
+                reconcile.run_forever(c.reconciler, c.state, s.reconcile_interval_s)
+            ),
+            asyncio.create_task(
+                reaper.run_forever(c.reaper, c.clock, c.state, s.reaper_interval_s)
+            ),
             asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state)),
             asyncio.create_task(self._report_health()),
         ]
         return self.port
 
-    async def wait_serving(self, timeout: float = 30.0) -> None:
+    async def wait_serving(self, within_s: float = 30.0) -> None:
         """Wait until the index is built and the replica serves."""
-        async with asyncio.timeout(timeout):
-            while not self.components.state.serving:
+        async with asyncio.timeout(within_s):
+            # Polled: serving depends on several flags that are set in several places.
+            while not self.components.state.serving:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
 
     async def _sync_clock(self) -> None:
@@ -158,7 +174,8 @@ class DispatcherApp:
 
     async def _set_health(self, serving: bool) -> None:
         status = (
-            health_pb2.HealthCheckResponse.SERVING if serving
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         await self.health.set("", status)

@@ -32,23 +32,50 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
         "in-process Redis emulation, on 127.0.0.1:50051.",
     )
     serve.add_argument("--host", default=env.host, help="address to bind [DISPATCHER_HOST]")
-    serve.add_argument("--port", type=int, default=env.port, help="port, 0 for any [DISPATCHER_PORT]")
+    serve.add_argument(
+        "--port", type=int, default=env.port, help="port, 0 for any [DISPATCHER_PORT]"
+    )
     _store_flags(serve, env)
-    serve.add_argument("--redis-url", default=env.redis_url,
-                       help="redis:// or rediss:// URL; empty runs an in-process emulation "
-                       "[DISPATCHER_REDIS_URL]")
-    serve.add_argument("--redis-prefix", default=env.redis_prefix,
-                       help="prefix of every Redis key [DISPATCHER_REDIS_PREFIX]")
-    serve.add_argument("--reaper-interval", type=float, default=env.reaper_interval_s,
-                       help="seconds between reaper passes [DISPATCHER_REAPER_INTERVAL]")
-    serve.add_argument("--reconcile-interval", type=float, default=env.reconcile_interval_s,
-                       help="seconds between reconciler passes [DISPATCHER_RECONCILE_INTERVAL]")
-    serve.add_argument("--shutdown-grace", type=float, default=env.shutdown_grace_s,
-                       help="seconds in-flight calls get on SIGTERM [DISPATCHER_SHUTDOWN_GRACE]")
-    serve.add_argument("--no-reflection", action="store_true", default=not env.reflection,
-                       help="disable gRPC server reflection [DISPATCHER_REFLECTION=0]")
-    serve.add_argument("--no-migrate", action="store_true", default=not env.auto_migrate,
-                       help="do not migrate the database at startup [DISPATCHER_AUTO_MIGRATE=0]")
+    serve.add_argument(
+        "--redis-url",
+        default=env.redis_url,
+        help="redis:// or rediss:// URL; empty runs an in-process emulation [DISPATCHER_REDIS_URL]",
+    )
+    serve.add_argument(
+        "--redis-prefix",
+        default=env.redis_prefix,
+        help="prefix of every Redis key [DISPATCHER_REDIS_PREFIX]",
+    )
+    serve.add_argument(
+        "--reaper-interval",
+        type=float,
+        default=env.reaper_interval_s,
+        help="seconds between reaper passes [DISPATCHER_REAPER_INTERVAL]",
+    )
+    serve.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=env.reconcile_interval_s,
+        help="seconds between reconciler passes [DISPATCHER_RECONCILE_INTERVAL]",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=env.shutdown_grace_s,
+        help="seconds in-flight calls get on SIGTERM [DISPATCHER_SHUTDOWN_GRACE]",
+    )
+    serve.add_argument(
+        "--no-reflection",
+        action="store_true",
+        default=not env.reflection,
+        help="disable gRPC server reflection [DISPATCHER_REFLECTION=0]",
+    )
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        default=not env.auto_migrate,
+        help="do not migrate the database at startup [DISPATCHER_AUTO_MIGRATE=0]",
+    )
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply the Alembic migrations")
@@ -58,9 +85,11 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
 
 
 def _store_flags(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--database-url", default=env.database_url,
-                   help="SQLAlchemy URL: sqlite:///file.db or postgresql://... "
-                   "[DISPATCHER_DATABASE_URL]")
+    p.add_argument(
+        "--database-url",
+        default=env.database_url,
+        help="SQLAlchemy URL: sqlite:///file.db or postgresql://... [DISPATCHER_DATABASE_URL]",
+    )
 
 
 def _redacted(url: str) -> str:

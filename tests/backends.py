@@ -74,11 +74,16 @@ def _in_thread(fn: Any, *args: Any) -> None:
 
 def _admin_execute(sql: str) -> None:
     """Run one statement on the admin database (asyncpg, in its own event loop)."""
+
     async def run() -> None:
         u = make_url(PG_ADMIN_URL)
         conn = await asyncpg.connect(
-            host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-            database=u.database, timeout=5,
+            host=u.host,
+            port=u.port or 5432,
+            user=u.username,
+            password=u.password,
+            database=u.database,
+            timeout=5,
         )
         try:
             await conn.execute(sql)

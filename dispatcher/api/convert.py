@@ -7,6 +7,7 @@ proto value except *_UNSPECIFIED maps both ways.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from dispatcher.api.errors import code_of
@@ -70,7 +71,11 @@ def to_domain_priority(value: int, field: str) -> m.Priority:
 
 
 def to_domain_retry(p: jpb.RetryPolicy) -> m.RetryPolicy:
-    initial = _ms(p.initial_backoff) if p.HasField("initial_backoff") else DEFAULT_RETRY.initial_backoff_ms
+    initial = (
+        _ms(p.initial_backoff)
+        if p.HasField("initial_backoff")
+        else DEFAULT_RETRY.initial_backoff_ms
+    )
     default_max = max(DEFAULT_RETRY.max_backoff_ms, initial)
     return m.RetryPolicy(
         initial_backoff_ms=initial,
@@ -136,7 +141,9 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         create_time=_ts(j.created_ms),
         start_time=_ts(j.started_ms),
         finish_time=_ts(j.finished_ms),
-        next_run_time=_ts(j.run_at_ms) if j.state in (m.JobState.QUEUED, m.JobState.SCHEDULED) else None,
+        next_run_time=_ts(j.run_at_ms)
+        if j.state in (m.JobState.QUEUED, m.JobState.SCHEDULED)
+        else None,
         last_error=j.last_error,
         result=j.result,
         result_content_type=j.result_content_type,
@@ -152,11 +159,14 @@ def to_proto_error(exc: DispatchError) -> jpb.ItemError:
 
 # ---- per RPC ------------------------------------------------------------
 
+
 def to_proto_enqueue(r: m.Enqueued) -> pb.EnqueueResponse:
     return pb.EnqueueResponse(job=to_proto_job(r.job), created=r.created)
 
 
-def to_proto_enqueue_batch(results: Sequence[m.Enqueued | DispatchError]) -> pb.EnqueueBatchResponse:
+def to_proto_enqueue_batch(
+    results: Sequence[m.Enqueued | DispatchError],
+) -> pb.EnqueueBatchResponse:
     out = pb.EnqueueBatchResponse()
     for r in results:
         if isinstance(r, DispatchError):
@@ -223,7 +233,9 @@ def to_domain_acks(r: pb.AckRequest) -> list[m.AckItem]:
     return [m.AckItem(i.lease_token, i.result, i.result_content_type) for i in r.items]
 
 
-def to_proto_ack(items: Sequence[m.AckItem], results: Sequence[m.Settled | DispatchError]) -> pb.AckResponse:
+def to_proto_ack(
+    items: Sequence[m.AckItem], results: Sequence[m.Settled | DispatchError]
+) -> pb.AckResponse:
     out = pb.AckResponse()
     for item, r in zip(items, results, strict=True):
         if isinstance(r, DispatchError):
@@ -245,7 +257,9 @@ def to_domain_nacks(r: pb.NackRequest) -> list[m.NackItem]:
     ]
 
 
-def to_proto_nack(items: Sequence[m.NackItem], results: Sequence[m.Settled | DispatchError]) -> pb.NackResponse:
+def to_proto_nack(
+    items: Sequence[m.NackItem], results: Sequence[m.Settled | DispatchError]
+) -> pb.NackResponse:
     out = pb.NackResponse()
     for item, r in zip(items, results, strict=True):
         if isinstance(r, DispatchError):
@@ -253,7 +267,7 @@ def to_proto_nack(items: Sequence[m.NackItem], results: Sequence[m.Settled | Dis
         else:
             out.results.add(
                 lease_token=item.token,
-                state=STATE_TO_PROTO[r.state],  # type: ignore[arg-type]
+                state=STATE_TO_PROTO[r.state],
                 next_run_time=_ts(r.next_run_ms),
             )
     return out
@@ -274,4 +288,3 @@ def to_proto_update(u: m.JobUpdate) -> pb.StreamUpdatesResponse:
         error=u.error,
         job=to_proto_job(u.job) if u.job is not None else None,
     )
-

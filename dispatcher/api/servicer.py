@@ -35,7 +35,9 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         out = await self._service.enqueue_batch(request.namespace, specs)
         return convert.to_proto_enqueue_batch(out)
 
-    async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: Context
+    ) -> pb.GetStatusResponse:
         job = await self._service.get(request.namespace, request.job_id)
         return convert.to_proto_status(job)
 
@@ -50,7 +52,9 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         out = await self._service.lease(inp)
         return convert.to_proto_leases(out)
 
-    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
         items = convert.to_domain_heartbeats(request)
         out = await self._service.heartbeat(request.namespace, items)
         return convert.to_proto_heartbeat(items, out)

@@ -106,9 +106,10 @@ def already_acked(job: Job, token: str) -> bool:
 
 def already_nacked(job: Job, token: str) -> bool:
     """True if this exact lease was already failed, so a repeated Nack is harmless."""
-    return (
-        job.lease_token == token
-        and job.state in (JobState.SCHEDULED, JobState.QUEUED, JobState.DEAD_LETTERED)
+    return job.lease_token == token and job.state in (
+        JobState.SCHEDULED,
+        JobState.QUEUED,
+        JobState.DEAD_LETTERED,
     )
 
 

@@ -65,9 +65,7 @@ def check_job_id(value: str, field: str = "job_id") -> None:
         raise InvalidArgument.field(field, "must be a 26-character job id")
 
 
-def check_duration(
-    out: Violations, field: str, value_ms: int, low_ms: int, high_ms: int
-) -> None:
+def check_duration(out: Violations, field: str, value_ms: int, low_ms: int, high_ms: int) -> None:
     if not low_ms <= value_ms <= high_ms:
         out.add(field, f"must be between {low_ms} ms and {high_ms} ms")
 
@@ -87,8 +85,11 @@ def spec(s: JobSpec, limits: Limits, prefix: str = "job") -> None:
         out.add(f"{prefix}.max_attempts", f"must be between 1 and {limits.max_attempts}")
     if s.lease_duration_ms != 0:
         check_duration(
-            out, f"{prefix}.lease_duration", s.lease_duration_ms,
-            limits.min_lease_ms, limits.max_lease_ms,
+            out,
+            f"{prefix}.lease_duration",
+            s.lease_duration_ms,
+            limits.min_lease_ms,
+            limits.max_lease_ms,
         )
     if s.delay_ms is not None:
         check_duration(out, f"{prefix}.delay", s.delay_ms, 0, limits.max_delay_ms)
@@ -116,8 +117,11 @@ def _retry(out: Violations, field: str, p: RetryPolicy) -> None:
     filled = p
     check_duration(out, f"{field}.initial_backoff", filled.initial_backoff_ms, 10, DAY_MS)
     check_duration(
-        out, f"{field}.max_backoff", filled.max_backoff_ms,
-        filled.initial_backoff_ms, 7 * DAY_MS,
+        out,
+        f"{field}.max_backoff",
+        filled.max_backoff_ms,
+        filled.initial_backoff_ms,
+        7 * DAY_MS,
     )
     if not (math.isfinite(filled.multiplier) and 1.0 <= filled.multiplier <= 10.0):
         out.add(f"{field}.multiplier", "must be between 1.0 and 10.0")
@@ -136,7 +140,10 @@ def _metadata(
         if not 0 < len(key) <= limits.max_metadata_key_chars:
             out.add(f"{field}", f"keys must be 1-{limits.max_metadata_key_chars} characters")
         if len(value) > limits.max_metadata_value_chars:
-            out.add(f"{field}[{key[:64]}]", f"must be at most {limits.max_metadata_value_chars} characters")
+            out.add(
+                f"{field}[{key[:64]}]",
+                f"must be at most {limits.max_metadata_value_chars} characters",
+            )
     if count > limits.max_metadata_entries:
         out.add(field, f"must have at most {limits.max_metadata_entries} entries")
     if total > limits.max_metadata_total_bytes:

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeAlias, TypeVar, Union
 
 from dispatcher.clock import Clock
 from dispatcher.domain import ids, transitions, validation
@@ -50,7 +50,7 @@ from dispatcher.store.sql.runs import DuplicateKey, RunStore
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Outcome = T | DispatchError
+Outcome: TypeAlias = Union[T, DispatchError]  # noqa: UP007 (a generic alias needs Union)
 
 # How often a waiting Lease looks again even without a wake-up, in case a
 # wake-up message was lost (a pub/sub reconnect): a backstop, not the path.
@@ -127,7 +127,9 @@ class Dispatcher:
                 results[i] = exc
         created = await self._insert_idempotently(ns, valid, now, results)
         await self._index_after_commit(
-            self.index.enqueue(created, now, [(j.id, j.namespace, j.queue, j.version) for j in created])
+            self.index.enqueue(
+                created, now, [(j.id, j.namespace, j.queue, j.version) for j in created]
+            )
         )
         for queue in {(j.namespace, j.queue) for j in created if j.state is JobState.QUEUED}:
             self.waiters.notify(queue)
@@ -236,8 +238,11 @@ class Dispatcher:
             out.add("max_jobs", f"must be between 1 and {self.limits.max_batch}")
         if req.lease_duration_ms is not None:
             validation.check_duration(
-                out, "lease_duration", req.lease_duration_ms,
-                self.limits.min_lease_ms, self.limits.max_lease_ms,
+                out,
+                "lease_duration",
+                req.lease_duration_ms,
+                self.limits.min_lease_ms,
+                self.limits.max_lease_ms,
             )
         out.raise_if_any()
         return ns, list(dict.fromkeys(req.queues)), max_jobs, req.lease_duration_ms
@@ -275,7 +280,9 @@ class Dispatcher:
                     stale.append(job)
                     continue
                 token = ids.new_lease_token(job.id)
-                after = transitions.lease(job, token, worker, now, duration or job.lease_duration_ms)
+                after = transitions.lease(
+                    job, token, worker, now, duration or job.lease_duration_ms
+                )
                 changes.append(JobChange(job, after, now))
             await tx.save(changes)
         missing = [i for i in picked if i not in rows]
@@ -283,21 +290,31 @@ class Dispatcher:
         await self._index_after_commit(self.index.place(fix, notices(changes)))
         if missing:
             await self._index_after_commit(self.index.forget(ns, queue, missing))
-        return [GrantedLease(c.after, c.after.lease_token, c.after.lease_expires_ms or 0) for c in changes]
+        return [
+            GrantedLease(c.after, c.after.lease_token, c.after.lease_expires_ms or 0)
+            for c in changes
+        ]
 
     # ---- heartbeat, ack, nack ------------------------------------------
 
-    async def heartbeat(self, namespace: str, items: Sequence[HeartbeatItem]) -> list[Outcome[Extended]]:
+    async def heartbeat(
+        self, namespace: str, items: Sequence[HeartbeatItem]
+    ) -> list[Outcome[Extended]]:
         ns = validation.namespace(namespace)
         validation.batch_size(len(items), self.limits, "items")
 
         def check(i: int, item: HeartbeatItem) -> None:
             out = validation.Violations()
-            validation.progress(item.progress_percent, item.progress_message, f"items[{i}].progress", out)
+            validation.progress(
+                item.progress_percent, item.progress_message, f"items[{i}].progress", out
+            )
             if item.lease_duration_ms is not None:
                 validation.check_duration(
-                    out, f"items[{i}].lease_duration", item.lease_duration_ms,
-                    self.limits.min_lease_ms, self.limits.max_lease_ms,
+                    out,
+                    f"items[{i}].lease_duration",
+                    item.lease_duration_ms,
+                    self.limits.min_lease_ms,
+                    self.limits.max_lease_ms,
                 )
             out.raise_if_any()
 
@@ -326,7 +343,9 @@ class Dispatcher:
             return after, Settled(item.token, after.state)
 
         results, changes = await self._settle(ns, items, check, apply)
-        await self._index_after_commit(self.index.place([c.after for c in changes], notices(changes)))
+        await self._index_after_commit(
+            self.index.place([c.after for c in changes], notices(changes))
+        )
         return results
 
     async def nack(self, namespace: str, items: Sequence[NackItem]) -> list[Outcome[Settled]]:
@@ -348,8 +367,12 @@ class Dispatcher:
             return after, Settled(item.token, after.state, _next_run(after))
 
         results, changes = await self._settle(ns, items, check, apply)
-        await self._index_after_commit(self.index.place([c.after for c in changes], notices(changes)))
-        for queue in {(c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED}:
+        await self._index_after_commit(
+            self.index.place([c.after for c in changes], notices(changes))
+        )
+        for queue in {
+            (c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED
+        }:
             self.waiters.notify(queue)
         return results
 
@@ -398,10 +421,10 @@ def _next_run(job: Job) -> int | None:
     return job.run_at_ms if job.state in (JobState.SCHEDULED, JobState.QUEUED) else None
 
 
-async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, seconds: float) -> None:
     waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
     try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()

@@ -99,7 +99,9 @@ class Reaper:
             else:
                 stats.expired += 1
                 stats.dead_lettered += c.after.state is JobState.DEAD_LETTERED
-        for ref in {(c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED}:
+        for ref in {
+            (c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED
+        }:
             self.waiters.notify(ref)
 
     def _next(self, job: Job, now_ms: int) -> Job | None:
@@ -110,9 +112,7 @@ class Reaper:
         return None
 
 
-async def run_forever(
-    reaper: Reaper, clock: Clock, state: ServingState, interval_s: float
-) -> None:
+async def run_forever(reaper: Reaper, clock: Clock, state: ServingState, interval_s: float) -> None:
     """Run the reaper every `interval_s` (with jitter) while the replica serves."""
     while not state.draining.is_set():
         if state.serving:

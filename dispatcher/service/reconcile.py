@@ -105,7 +105,9 @@ class Reconciler:
             return stats
         stats.checked = len(jobs)
         found = await self.index.membership(jobs)
-        suspects = [j for j, (where, score) in zip(jobs, found, strict=True) if not _agrees(j, where, score)]
+        suspects = [
+            j for j, (where, score) in zip(jobs, found, strict=True) if not _agrees(j, where, score)
+        ]
         if suspects:
             # Read again: a row that changed meanwhile was handled by its own writer.
             fresh = await self.runs.get_many([j.id for j in suspects])

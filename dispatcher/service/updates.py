@@ -63,8 +63,14 @@ class UpdateHub:
 
 def _from_job(job: Job) -> JobUpdate:
     return JobUpdate(
-        job.id, job.queue, job.version, job.state, job.attempt,
-        job.finished_ms or job.started_ms or job.created_ms, job.last_error, job,
+        job.id,
+        job.queue,
+        job.version,
+        job.state,
+        job.attempt,
+        job.finished_ms or job.started_ms or job.created_ms,
+        job.last_error,
+        job,
     )
 
 
@@ -102,7 +108,9 @@ class UpdateStreams:
 
     async def _snapshot(self, sub: Subscription) -> list[Job]:
         if not sub.job_ids:
-            return await self.runs.live_in_queue(sub.namespace, sub.queue, self.limits.max_stream_jobs)
+            return await self.runs.live_in_queue(
+                sub.namespace, sub.queue, self.limits.max_stream_jobs
+            )
         jobs = await self.runs.get_many(sorted(sub.job_ids))
         for jid in sorted(sub.job_ids):
             if jid not in jobs or jobs[jid].namespace != sub.namespace:
@@ -131,15 +139,17 @@ class UpdateStreams:
             return
         unknown = [j for j in look if j not in seen.queues]
         if unknown:
-            for jid, job in (await self.runs.get_many(unknown)).items():
-                seen.queues[jid] = job.queue
-        events = await self.runs.events_after({j: seen.version(j) for j in look if j in seen.queues})
+            for jid, found in (await self.runs.get_many(unknown)).items():
+                seen.queues[jid] = found.queue
+        events = await self.runs.events_after(
+            {j: seen.version(j) for j in look if j in seen.queues}
+        )
         finished = [e.job_id for e in events if e.state.terminal]
         final_jobs = await self.runs.get_many(finished) if finished else {}
         for e in events:
             if e.version <= seen.version(e.job_id):
                 continue
-            job = final_jobs.get(e.job_id) if e.state.terminal else None
+            job: Job | None = final_jobs.get(e.job_id) if e.state.terminal else None
             if job is None and seen.version(e.job_id) == 0:  # first message about this job
                 job = (await self.runs.get_many([e.job_id])).get(e.job_id)
             yield _from_event(e, seen.queues[e.job_id], job)

@@ -6,10 +6,9 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as redis_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
-import redis.asyncio as redis_asyncio
 
 from dispatcher.app import DispatcherApp
 from dispatcher.store.redis.index import RedisIndex
@@ -59,7 +58,11 @@ async def _leased(stub: Stub) -> pb.Lease:
 
 async def test_a_bad_queue_name_is_invalid_argument_naming_the_field(stub: Stub) -> None:
     code, reason, fields, _ = await _error(stub.Enqueue(pb.EnqueueRequest(job=job(queue="a{x}"))))
-    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["job.queue"])
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ["job.queue"],
+    )
 
 
 async def test_an_unknown_priority_value_is_invalid_argument(stub: Stub) -> None:
@@ -79,11 +82,15 @@ async def test_a_malformed_job_id_is_invalid_argument(stub: Stub) -> None:
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["job_id"])
 
 
-async def test_a_stale_token_fails_heartbeat_ack_and_nack_with_failed_precondition(stub: Stub) -> None:
+async def test_a_stale_token_fails_heartbeat_ack_and_nack_with_failed_precondition(
+    stub: Stub,
+) -> None:
     lease = await _leased(stub)
     await stub.Ack(pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token)]))
     for call in (
-        stub.Heartbeat(pb.HeartbeatRequest(items=[pb.HeartbeatItem(lease_token=lease.lease_token)])),
+        stub.Heartbeat(
+            pb.HeartbeatRequest(items=[pb.HeartbeatItem(lease_token=lease.lease_token)])
+        ),
         stub.Nack(pb.NackRequest(items=[pb.NackItem(lease_token=lease.lease_token, retry=True)])),
     ):
         code, reason, _, _ = await _error(call)
@@ -93,8 +100,12 @@ async def test_a_stale_token_fails_heartbeat_ack_and_nack_with_failed_preconditi
 async def test_a_multi_item_call_answers_ok_with_one_result_per_item(stub: Stub) -> None:
     lease = await _leased(stub)
     resp = await stub.Ack(
-        pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token, result=b"r"),
-                             pb.AckItem(lease_token="nonsense")])
+        pb.AckRequest(
+            items=[
+                pb.AckItem(lease_token=lease.lease_token, result=b"r"),
+                pb.AckItem(lease_token="nonsense"),
+            ]
+        )
     )
     assert not resp.results[0].HasField("error")
     assert resp.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -144,8 +155,9 @@ async def test_an_unexpected_error_is_internal_with_an_incident_id_and_no_traceb
 
 
 async def test_redis_being_down_is_unavailable(app: DispatcherApp, stub: Stub) -> None:
-    dead = RedisIndex(redis_asyncio.from_url("redis://127.0.0.1:1", socket_connect_timeout=1),
-                      Keys("dead"))
+    dead = RedisIndex(
+        redis_asyncio.from_url("redis://127.0.0.1:1", socket_connect_timeout=1), Keys("dead")
+    )
     app.components.dispatcher.index = dead
     try:
         code, reason, _, _ = await _error(stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"])))

@@ -16,7 +16,9 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 
-async def test_reflection_lists_the_dispatcher_and_health_services(channel: grpc.aio.Channel) -> None:
+async def test_reflection_lists_the_dispatcher_and_health_services(
+    channel: grpc.aio.Channel,
+) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
     async def requests():  # type: ignore[no-untyped-def]
@@ -32,7 +34,10 @@ async def test_health_says_not_serving_while_the_index_rebuilds(
     app: DispatcherApp, channel: grpc.aio.Channel
 ) -> None:
     health = health_pb2_grpc.HealthStub(channel)
-    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
     assert await _settles_to(health, "", serving)
     app.components.state.phase = Phase.REBUILDING
     assert await _settles_to(health, "dispatch.v1.DispatcherService", not_serving)
@@ -58,22 +63,48 @@ async def test_a_long_poll_answers_empty_before_a_short_client_deadline(
 async def test_the_tour_enqueue_lease_heartbeat_ack_status_works_over_grpc(
     stub: dispatcher_pb2_grpc.DispatcherServiceStub,
 ) -> None:
-    enq = await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(
-        queue="emails", type="send", payload=b'{"to":"a@b"}', content_type="application/json",
-        priority=jpb.PRIORITY_HIGH, metadata={"tenant": "t1"}, max_attempts=4,
-    )))
+    enq = await stub.Enqueue(
+        pb.EnqueueRequest(
+            job=jpb.JobSpec(
+                queue="emails",
+                type="send",
+                payload=b'{"to":"a@b"}',
+                content_type="application/json",
+                priority=jpb.PRIORITY_HIGH,
+                metadata={"tenant": "t1"},
+                max_attempts=4,
+            )
+        )
+    )
     assert enq.job.state == jpb.JOB_STATE_QUEUED
-    lease = (await stub.Lease(pb.LeaseRequest(worker_id="w1", queues=["emails"], wait={"seconds": 1}))).leases[0]
+    lease = (
+        await stub.Lease(pb.LeaseRequest(worker_id="w1", queues=["emails"], wait={"seconds": 1}))
+    ).leases[0]
     assert lease.job.id == enq.job.id and lease.job.attempt == 1
     assert lease.job.payload == b'{"to":"a@b"}' and lease.job.metadata["tenant"] == "t1"
-    hb = await stub.Heartbeat(pb.HeartbeatRequest(items=[pb.HeartbeatItem(
-        lease_token=lease.lease_token, progress=jpb.Progress(percent=50, message="half"))]))
+    hb = await stub.Heartbeat(
+        pb.HeartbeatRequest(
+            items=[
+                pb.HeartbeatItem(
+                    lease_token=lease.lease_token, progress=jpb.Progress(percent=50, message="half")
+                )
+            ]
+        )
+    )
     assert hb.results[0].expire_time.seconds >= lease.expire_time.seconds
     mid = await stub.GetStatus(pb.GetStatusRequest(job_id=enq.job.id))
-    assert (mid.job.state, mid.job.lease_holder, mid.job.progress.percent) == (jpb.JOB_STATE_LEASED, "w1", 50)
+    assert (mid.job.state, mid.job.lease_holder, mid.job.progress.percent) == (
+        jpb.JOB_STATE_LEASED,
+        "w1",
+        50,
+    )
     await stub.Ack(pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token, result=b"sent")]))
     done = await stub.GetStatus(pb.GetStatusRequest(job_id=enq.job.id))
-    assert (done.job.state, done.job.result, done.job.version) == (jpb.JOB_STATE_SUCCEEDED, b"sent", 3)
+    assert (done.job.state, done.job.result, done.job.version) == (
+        jpb.JOB_STATE_SUCCEEDED,
+        b"sent",
+        3,
+    )
     assert done.job.HasField("finish_time")
 
 

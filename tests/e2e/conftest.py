@@ -36,9 +36,23 @@ class RedisServer:
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(tmp), "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -54,8 +68,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def flushall(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, stdout=subprocess.DEVNULL
+        )
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -76,13 +91,28 @@ class DispatcherProcess:
 
     def __init__(self, stack: Stack, port: int, *extra: str) -> None:
         self.port = port
-        args = [sys.executable, "-m", "dispatcher", "serve", "--port", str(port),
-                "--database-url", stack.database_url, "--reaper-interval", "0.2",
-                "--reconcile-interval", "1", "--shutdown-grace", "2", *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "dispatcher",
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            stack.database_url,
+            "--reaper-interval",
+            "0.2",
+            "--reconcile-interval",
+            "1",
+            "--shutdown-grace",
+            "2",
+            *extra,
+        ]
         if stack.redis is not None:
             args += ["--redis-url", stack.redis.url]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if m := re.search(r"listening on [\d.]+:(\d+)", line):
@@ -124,11 +154,22 @@ class DispatcherProcess:
         return self.proc.wait(20)
 
 
-def start_worker(address: str, queue: str, ledger: Path, sleep_s: float, concurrency: int) -> subprocess.Popen[bytes]:
+def start_worker(
+    address: str, queue: str, ledger: Path, sleep_s: float, concurrency: int
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.raw_worker", address, queue, str(ledger), str(sleep_s),
-         str(concurrency)],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "tests.e2e.raw_worker",
+            address,
+            queue,
+            str(ledger),
+            str(sleep_s),
+            str(concurrency),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -143,7 +184,9 @@ def read_ledger(path: Path) -> list[tuple[str, str, int]]:
 
 
 @pytest.fixture
-async def stack(backend_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+async def stack(
+    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
     if backend_name == "embedded":
         yield Stack("embedded", f"sqlite:///{tmp_path / 'd.db'}", None)
         return

@@ -25,12 +25,19 @@ def _log(ledger: str, line: str) -> None:
         os.fsync(f.fileno())
 
 
-async def slot(stub: dispatcher_pb2_grpc.DispatcherServiceStub, queue: str, ledger: str,
-               sleep_s: float, worker_id: str) -> None:
+async def slot(
+    stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+    queue: str,
+    ledger: str,
+    sleep_s: float,
+    worker_id: str,
+) -> None:
     while True:
         try:
             resp = await stub.Lease(
-                pb.LeaseRequest(worker_id=worker_id, queues=[queue], max_jobs=1, wait={"seconds": 2}),
+                pb.LeaseRequest(
+                    worker_id=worker_id, queues=[queue], max_jobs=1, wait={"seconds": 2}
+                ),
                 timeout=5,
             )
         except grpc.aio.AioRpcError:
@@ -40,7 +47,9 @@ async def slot(stub: dispatcher_pb2_grpc.DispatcherServiceStub, queue: str, ledg
             _log(ledger, f"start {lease.job.id} {lease.job.attempt}")
             await asyncio.sleep(sleep_s)
             try:
-                await stub.Ack(pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token)]), timeout=5)
+                await stub.Ack(
+                    pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token)]), timeout=5
+                )
                 _log(ledger, f"acked {lease.job.id} {lease.job.attempt}")
             except grpc.aio.AioRpcError as exc:
                 _log(ledger, f"refused {lease.job.id} {lease.job.attempt} {exc.code().name}")
@@ -50,10 +59,12 @@ async def main() -> None:
     address, queue, ledger, sleep_s, concurrency = sys.argv[1:6]
     async with grpc.aio.insecure_channel(address) as channel:
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(channel)
-        await asyncio.gather(*(
-            slot(stub, queue, ledger, float(sleep_s), f"raw-{os.getpid()}-{i}")
-            for i in range(int(concurrency))
-        ))
+        await asyncio.gather(
+            *(
+                slot(stub, queue, ledger, float(sleep_s), f"raw-{os.getpid()}-{i}")
+                for i in range(int(concurrency))
+            )
+        )
 
 
 if __name__ == "__main__":

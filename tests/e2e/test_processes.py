@@ -41,9 +41,11 @@ async def states(stub: Stub, ids: list[str]) -> Counter[int]:
 
 
 async def enqueue(stub: Stub, n: int, **kw: Any) -> list[str]:
-    resp = await stub.EnqueueBatch(pb.EnqueueBatchRequest(
-        jobs=[jpb.JobSpec(queue="q", type="t", payload=str(i).encode(), **kw) for i in range(n)]
-    ))
+    resp = await stub.EnqueueBatch(
+        pb.EnqueueBatchRequest(
+            jobs=[jpb.JobSpec(queue="q", type="t", payload=str(i).encode(), **kw) for i in range(n)]
+        )
+    )
     return [r.job.id for r in resp.results]
 
 
@@ -110,8 +112,12 @@ async def test_a_sigkilled_dispatcher_loses_no_acknowledged_job(
             while True:
                 n += 1
                 try:
-                    resp = await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(
-                        queue="q", type="t", idempotency_key=f"k{n}")), timeout=2)
+                    resp = await stub.Enqueue(
+                        pb.EnqueueRequest(
+                            job=jpb.JobSpec(queue="q", type="t", idempotency_key=f"k{n}")
+                        ),
+                        timeout=2,
+                    )
                     acknowledged.append(resp.job.id)
                 except grpc.aio.AioRpcError:
                     return  # the dispatcher died under us: this one is indeterminate
@@ -145,8 +151,14 @@ async def test_after_redis_is_wiped_and_the_dispatcher_restarts_jobs_run_in_prio
     prios = [jpb.PRIORITY_LOW, jpb.PRIORITY_CRITICAL, jpb.PRIORITY_DEFAULT, jpb.PRIORITY_HIGH] * 5
     async with grpc.aio.insecure_channel(d.address) as ch:
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
-        ids = [(await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(
-            queue="q", type="t", priority=p)))).job.id for p in prios]
+        ids = [
+            (
+                await stub.Enqueue(
+                    pb.EnqueueRequest(job=jpb.JobSpec(queue="q", type="t", priority=p))
+                )
+            ).job.id
+            for p in prios
+        ]
         held = (await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=2))).leases
     d.kill()
     if stack.redis is not None:
@@ -155,8 +167,11 @@ async def test_after_redis_is_wiped_and_the_dispatcher_restarts_jobs_run_in_prio
     processes.append(d2.proc)
     async with grpc.aio.insecure_channel(d2.address) as ch:
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
-        got = (await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=100,
-                                                wait={"seconds": 5}))).leases
+        got = (
+            await stub.Lease(
+                pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=100, wait={"seconds": 5})
+            )
+        ).leases
         order = [prios[ids.index(le.job.id)] for le in got]
         assert order == sorted(order)
         assert len(got) == 18 and not ({le.job.id for le in got} & {h.job.id for h in held})
@@ -173,7 +188,9 @@ async def test_sigterm_ends_a_waiting_long_poll_with_an_empty_answer_and_exits_c
     async with grpc.aio.insecure_channel(d.address) as ch:
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
         poll = asyncio.ensure_future(
-            stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"], wait={"seconds": 25}), timeout=30)
+            stub.Lease(
+                pb.LeaseRequest(worker_id="w", queues=["q"], wait={"seconds": 25}), timeout=30
+            )
         )
         await asyncio.sleep(0.5)
         started = time.monotonic()

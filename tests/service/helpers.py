@@ -20,18 +20,29 @@ def spec(queue: str = "q", **kw: object) -> JobSpec:
 
 
 async def lease(
-    c: Components, queues: list[str] | None = None, n: int = 1, worker: str = "w", wait_ms: int = 0,
+    c: Components,
+    queues: list[str] | None = None,
+    n: int = 1,
+    worker: str = "w",
+    wait_ms: int = 0,
     duration_ms: int | None = None,
 ) -> list[GrantedLease]:
-    return await c.dispatcher.lease(LeaseRequest("", worker, queues or ["q"], n, wait_ms, duration_ms))
+    return await c.dispatcher.lease(
+        LeaseRequest("", worker, queues or ["q"], n, wait_ms, duration_ms)
+    )
 
 
 async def ack(c: Components, token: str, result: bytes = b"") -> None:
     await c.dispatcher.ack("", [AckItem(token, result)])
 
 
-async def nack(c: Components, token: str, error: str = "boom", retry: bool = True,
-               retry_after_ms: int | None = None) -> None:
+async def nack(
+    c: Components,
+    token: str,
+    error: str = "boom",
+    retry: bool = True,
+    retry_after_ms: int | None = None,
+) -> None:
     await c.dispatcher.nack("", [NackItem(token, error, retry, retry_after_ms)])
 
 

@@ -85,7 +85,11 @@ async def test_a_heartbeat_sets_the_expiry_to_now_plus_the_duration_and_keeps_th
     job = await replica.runs.get(g.job.id)
     assert job is not None
     assert (job.state, job.attempt, job.progress_percent, job.progress_message) == (
-        JobState.LEASED, 1, 40.0, "half")
+        JobState.LEASED,
+        1,
+        40.0,
+        "half",
+    )
 
 
 async def test_a_heartbeat_after_ack_is_refused(replica: Components) -> None:

@@ -10,8 +10,16 @@ from tests.service.helpers import lease, spec
 async def test_higher_priorities_are_leased_first_and_each_level_is_fifo(
     replica: Components,
 ) -> None:
-    order = [Priority.LOW, Priority.DEFAULT, Priority.CRITICAL, Priority.HIGH,
-             Priority.LOW, Priority.CRITICAL, Priority.DEFAULT, Priority.HIGH]
+    order = [
+        Priority.LOW,
+        Priority.DEFAULT,
+        Priority.CRITICAL,
+        Priority.HIGH,
+        Priority.LOW,
+        Priority.CRITICAL,
+        Priority.DEFAULT,
+        Priority.HIGH,
+    ]
     ids = {}
     for i, p in enumerate(order):
         out = await replica.dispatcher.enqueue("", spec(priority=p, payload=str(i).encode()))
@@ -23,8 +31,12 @@ async def test_higher_priorities_are_leased_first_and_each_level_is_fifo(
 
 
 async def test_fifo_holds_within_one_batch_and_across_batches(replica: Components) -> None:
-    first = await replica.dispatcher.enqueue_batch("", [spec(payload=bytes([i])) for i in range(50)])
-    second = await replica.dispatcher.enqueue_batch("", [spec(payload=bytes([i])) for i in range(50)])
+    first = await replica.dispatcher.enqueue_batch(
+        "", [spec(payload=bytes([i])) for i in range(50)]
+    )
+    second = await replica.dispatcher.enqueue_batch(
+        "", [spec(payload=bytes([i])) for i in range(50)]
+    )
     expected = [r.job.id for r in [*first, *second]]  # type: ignore[union-attr]
     granted = []
     while batch := await lease(replica, n=7):

@@ -93,7 +93,9 @@ async def test_lease_expiry_counts_as_an_attempt_and_dead_letters_after_the_last
 
 
 def test_jitter_stays_within_its_fraction_of_the_delay() -> None:
-    policy = RetryPolicy(initial_backoff_ms=1000, max_backoff_ms=100_000, multiplier=2.0, jitter=0.2)
+    policy = RetryPolicy(
+        initial_backoff_ms=1000, max_backoff_ms=100_000, multiplier=2.0, jitter=0.2
+    )
     rng = random.Random(7)
     for attempt in range(1, 6):
         base = 1000 * 2 ** (attempt - 1)

@@ -42,7 +42,11 @@ async def test_a_stream_sends_the_current_state_then_each_transition_and_ends_at
         await asyncio.gather(listening, return_exceptions=True)
     assert [u.version for u in seen] == [1, 2, 3, 4, 5]
     assert [u.state for u in seen] == [
-        JobState.QUEUED, JobState.LEASED, JobState.QUEUED, JobState.LEASED, JobState.SUCCEEDED
+        JobState.QUEUED,
+        JobState.LEASED,
+        JobState.QUEUED,
+        JobState.LEASED,
+        JobState.SUCCEEDED,
     ]
     assert [u.attempt for u in seen] == [0, 1, 1, 2, 2]
     assert seen[0].job is not None and seen[-1].job is not None

@@ -79,7 +79,9 @@ class RedisIndex:
                 for j in group:
                     args += [j.id, int(j.priority), j.run_at_ms]
                 await self.scripts.enqueue(
-                    keys=[self.keys.ready(ns, q), self.keys.scheduled(ns, q)], args=args, client=pipe
+                    keys=[self.keys.ready(ns, q), self.keys.scheduled(ns, q)],
+                    args=args,
+                    client=pipe,
                 )
                 pipe.sadd(self.keys.queues(), ref)
             self._notify(pipe, notices)
@@ -113,7 +115,9 @@ class RedisIndex:
                 ref = Keys.queue_ref(ns, q)
                 terminal = [j.id for j in group if j.state.terminal]
                 if terminal:
-                    await self.scripts.remove(keys=self._queue_keys(ns, q), args=terminal, client=pipe)
+                    await self.scripts.remove(
+                        keys=self._queue_keys(ns, q), args=terminal, client=pipe
+                    )
                 live = [j for j in group if not j.state.terminal]
                 if live:
                     args: list[Any] = [self.keys.wake_channel(), ref]
@@ -186,7 +190,10 @@ class RedisIndex:
             if got:
                 return True
             current = await self.client.get(self.keys.rebuild_lock())
-            if current is not None and (current.decode() if isinstance(current, bytes) else current) == owner:
+            if (
+                current is not None
+                and (current.decode() if isinstance(current, bytes) else current) == owner
+            ):
                 await self.client.pexpire(self.keys.rebuild_lock(), ttl_ms)
                 return True
             return False
@@ -209,8 +216,16 @@ class RedisIndex:
             replies = await pipe.execute()
         out: list[tuple[str, int | None]] = []
         for i in range(len(jobs)):
-            found = [(w, s) for w, s in zip("rsl", replies[3 * i : 3 * i + 3], strict=True) if s is not None]
-            out.append((found[0][0], int(found[0][1])) if len(found) == 1 else ("-" if not found else "*", None))
+            found = [
+                (w, s)
+                for w, s in zip("rsl", replies[3 * i : 3 * i + 3], strict=True)
+                if s is not None
+            ]
+            out.append(
+                (found[0][0], int(found[0][1]))
+                if len(found) == 1
+                else ("-" if not found else "*", None)
+            )
         return out
 
     async def listen(self, channels: Sequence[str]) -> AsyncIterator[tuple[str, str]]:

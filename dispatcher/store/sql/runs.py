@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dispatcher.domain.errors import Unavailable
@@ -35,9 +35,21 @@ LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
 
 # Columns a transition may change; `before.version` guards the write.
 _MUTABLE = (
-    "state", "attempt", "version", "run_at", "progress_percent", "progress_message",
-    "started_at", "finished_at", "last_error", "result", "result_content_type",
-    "lease_holder", "lease_token", "lease_expires_at", "lease_duration_ms",
+    "state",
+    "attempt",
+    "version",
+    "run_at",
+    "progress_percent",
+    "progress_message",
+    "started_at",
+    "finished_at",
+    "last_error",
+    "result",
+    "result_content_type",
+    "lease_holder",
+    "lease_token",
+    "lease_expires_at",
+    "lease_duration_ms",
 )
 
 
@@ -52,7 +64,7 @@ async def translate_errors() -> AsyncIterator[None]:
         yield
     except IntegrityError as exc:
         raise DuplicateKey() from exc
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, SQLAlchemyError, OSError) as exc:
         raise Unavailable("the database is unavailable") from exc
 
 
@@ -128,8 +140,12 @@ def row_to_job(r: Row[Any]) -> Job:
 
 def _event_row(t: Transition) -> dict[str, Any]:
     return {
-        "job_id": t.job_id, "version": t.version, "state": t.state.value,
-        "attempt": t.attempt, "at": t.at_ms, "error": t.error,
+        "job_id": t.job_id,
+        "version": t.version,
+        "state": t.state.value,
+        "attempt": t.attempt,
+        "at": t.at_ms,
+        "error": t.error,
     }
 
 
@@ -169,9 +185,7 @@ class RunsTx:
         if not jobs:
             return
         await self._conn.execute(runs.insert(), [job_to_row(j) for j in jobs])
-        events = [
-            Transition(j.id, j.version, j.state, j.attempt, j.created_ms) for j in jobs
-        ]
+        events = [Transition(j.id, j.version, j.state, j.attempt, j.created_ms) for j in jobs]
         await self._conn.execute(run_events.insert(), [_event_row(e) for e in events])
 
     async def save(self, changes: Sequence[JobChange]) -> None:
@@ -231,9 +245,7 @@ class RunStore:
             for jid, v in versions.items()
         ]
         stmt = (
-            select(run_events)
-            .where(or_(*cond))
-            .order_by(run_events.c.job_id, run_events.c.version)
+            select(run_events).where(or_(*cond)).order_by(run_events.c.job_id, run_events.c.version)
         )
         async with translate_errors(), self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
