@@ -34,7 +34,13 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port."""
 
     def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
         self.port = free_port()
+        self.start()
+
+    def start(self) -> None:
+        """Start (again) on the same port, empty."""
+        tmp = self.tmp
         self.proc = subprocess.Popen(
             [
                 "redis-server",
