@@ -1,0 +1,50 @@
+"""Proto <-> domain conversion tables are complete and round-trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.api import convert
+from dispatcher.domain.errors import InvalidArgument
+from dispatcher.domain.models import JobState, Priority
+from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
+
+
+def _values(enum: object) -> list[int]:
+    return [v.number for v in enum.DESCRIPTOR.values if not v.name.endswith("_UNSPECIFIED")]  # type: ignore[attr-defined]
+
+
+def test_every_proto_priority_maps_to_a_domain_priority_and_back() -> None:
+    for value in _values(jpb.Priority):
+        assert convert.PRIORITY_TO_PROTO[convert.PRIORITY_TO_DOMAIN[value]] == value
+    assert set(convert.PRIORITY_TO_PROTO) == set(Priority)
+
+
+def test_unspecified_priority_means_default() -> None:
+    assert convert.to_domain_priority(jpb.PRIORITY_UNSPECIFIED, "p") is Priority.DEFAULT
+
+
+def test_an_unknown_priority_number_is_invalid_argument_naming_the_field() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        convert.to_domain_priority(77, "job.priority")
+    assert info.value.violations[0].field == "job.priority"
+
+
+def test_every_domain_state_has_a_distinct_proto_state_and_all_proto_states_are_used() -> None:
+    assert set(convert.STATE_TO_PROTO) == set(JobState)
+    assert sorted(convert.STATE_TO_PROTO.values()) == sorted(_values(jpb.JobState))
+
+
+def test_an_unset_retry_policy_field_takes_its_default_and_a_zero_jitter_stays_zero() -> None:
+    p = convert.to_domain_retry(jpb.RetryPolicy(jitter=0.0))
+    assert (p.initial_backoff_ms, p.max_backoff_ms, p.multiplier, p.jitter) == (
+        1000,
+        300_000,
+        2.0,
+        0.0,
+    )
+
+
+def test_a_huge_duration_is_clamped_so_validation_can_refuse_it() -> None:
+    spec = convert.to_domain_spec(jpb.JobSpec(queue="q", type="t", delay={"seconds": 10**12}))
+    assert spec.delay_ms is not None and spec.delay_ms > 365 * 24 * 3600 * 1000

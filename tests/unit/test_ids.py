@@ -1,0 +1,47 @@
+"""Job ids sort by creation; lease tokens name their job and nothing else parses."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.domain import ids
+from dispatcher.domain.errors import InvalidArgument
+
+
+def test_ids_made_in_the_same_millisecond_still_sort_in_creation_order() -> None:
+    gen = ids.JobIdGenerator()
+    made = [gen.new(1_800_000_000_000) for _ in range(1000)]
+    made += [gen.new(1_800_000_000_001) for _ in range(10)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+
+
+def test_a_clock_stepping_back_does_not_break_the_order() -> None:
+    gen = ids.JobIdGenerator()
+    a = gen.new(1_800_000_000_500)
+    b = gen.new(1_800_000_000_100)
+    assert a < b
+
+
+def test_a_token_names_its_job() -> None:
+    token = ids.new_lease_token("01M83HEKD3AA16Q5HS2VATHPWR")
+    assert ids.job_id_of_token(token) == "01M83HEKD3AA16Q5HS2VATHPWR"
+    assert ids.new_lease_token("01M83HEKD3AA16Q5HS2VATHPWR") != token
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "x",
+        "01M83HEKD3AA16Q5HS2VATHPWR",
+        "01M83HEKD3AA16Q5HS2VATHPWR." + "g" * 32,
+        "01M83HEKD3AA16Q5HS2VATHPWR." + "0" * 31,
+        "01m83hekd3aa16q5hs2vathpwr." + "0" * 32,
+        "{evil}:key." + "0" * 32,
+        "01M83HEKD3AA16Q5HS2VATHPWR." + "0" * 32 + "\n",
+    ],
+)
+def test_a_malformed_token_is_invalid_argument(bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        ids.job_id_of_token(bad)
