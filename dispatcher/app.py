@@ -20,27 +20,36 @@ import redis.asyncio as redis_asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dispatcher.api.admin_servicer import AdminServicer
 from dispatcher.api.errors import ErrorInterceptor
 from dispatcher.api.servicer import DispatcherServicer
 from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
-from dispatcher.service import listener, reaper, reconcile
+from dispatcher.service import listener, reaper, reconcile, workers
+from dispatcher.service.admin import Admin
 from dispatcher.service.dispatch import Dispatcher
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.updates import UpdateHub, UpdateStreams
 from dispatcher.service.wakeups import Waiters
+from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import RedisIndex
 from dispatcher.store.redis.keys import Keys
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.migrate import upgrade_async
 from dispatcher.store.sql.runs import RunStore
-from worker_sdk._proto.dispatch.v1 import dispatcher_pb2, dispatcher_pb2_grpc
+from worker_sdk._proto.dispatch.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    dispatcher_pb2,
+    dispatcher_pb2_grpc,
+)
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = dispatcher_pb2.DESCRIPTOR.services_by_name["DispatcherService"].full_name
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 CLOCK_SYNC_S = 10.0
 
 
@@ -71,6 +80,7 @@ class Components:
     hub: UpdateHub = field(default_factory=UpdateHub)
 
     def __post_init__(self) -> None:
+        self.workers = WorkerRegistry(self.index, self.clock)
         self.dispatcher = Dispatcher(
             self.runs,
             self.index,
@@ -79,7 +89,9 @@ class Components:
             self.state,
             self.waiters,
             random.Random(),
+            workers=self.workers,
         )
+        self.admin = Admin(self.runs, self.index, self.clock, self.waiters)
         self.streams = UpdateStreams(self.runs, self.hub, self.limits)
         self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
         self.reconciler = reconcile.Reconciler(
@@ -130,10 +142,12 @@ class DispatcherApp:
         dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(
             DispatcherServicer(c.dispatcher, c.streams), server
         )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(c.admin), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if s.reflection:
             names = (
                 SERVICE_NAME,
+                ADMIN_SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             )
@@ -152,6 +166,7 @@ class DispatcherApp:
             ),
             asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state)),
             asyncio.create_task(self._report_health()),
+            asyncio.create_task(workers.flush_forever(c.workers)),
         ]
         return self.port
 

@@ -24,7 +24,6 @@ from typing import Any
 import asyncpg
 import fakeredis
 import redis.asyncio as redis_asyncio
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from dispatcher.app import Components
@@ -34,6 +33,7 @@ from dispatcher.store.redis.keys import Keys
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.migrate import upgrade, upgrade_async
 from dispatcher.store.sql.runs import RunStore
+from dispatcher.store.sql.tables import metadata
 
 REDIS_URL = os.environ.get("DISPATCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get(
@@ -137,8 +137,8 @@ class Backend:
         engine = create_engine(self.database_url)
         try:
             async with engine.begin() as conn:
-                await conn.execute(text("DELETE FROM run_events"))
-                await conn.execute(text("DELETE FROM runs"))
+                for table in reversed(metadata.sorted_tables):
+                    await conn.execute(table.delete())
         finally:
             await engine.dispose()
 

@@ -14,6 +14,7 @@ from dispatcher.api.errors import code_of
 from dispatcher.domain import models as m
 from dispatcher.domain.errors import DispatchError, InvalidArgument
 from dispatcher.domain.validation import DEFAULT_RETRY
+from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
@@ -287,4 +288,81 @@ def to_proto_update(u: m.JobUpdate) -> pb.StreamUpdatesResponse:
         time=_ts(u.at_ms),
         error=u.error,
         job=to_proto_job(u.job) if u.job is not None else None,
+    )
+
+
+# ---- admin --------------------------------------------------------------
+
+STATE_TO_DOMAIN: dict[int, m.JobState] = {v: k for k, v in STATE_TO_PROTO.items()}
+
+
+def to_domain_state(value: int, field: str) -> m.JobState | None:
+    """None for unspecified (all states); InvalidArgument for an unknown number."""
+    if value == jpb.JOB_STATE_UNSPECIFIED:
+        return None
+    try:
+        return STATE_TO_DOMAIN[value]
+    except KeyError:
+        raise InvalidArgument.field(field, "is not a known state") from None
+
+
+def to_domain_states(values: Sequence[int]) -> list[m.JobState]:
+    out = []
+    for i, v in enumerate(values):
+        state = to_domain_state(v, f"states[{i}]")
+        if state is None:
+            raise InvalidArgument.field(f"states[{i}]", "must name a state")
+        out.append(state)
+    return out
+
+
+def to_proto_queues(page: m.Page) -> apb.ListQueuesResponse:
+    return apb.ListQueuesResponse(
+        queues=[
+            apb.QueueStats(
+                namespace=q.namespace,
+                name=q.name,
+                priorities=[
+                    apb.PriorityStats(
+                        priority=PRIORITY_TO_PROTO[p.priority],  # type: ignore[arg-type]
+                        queued=p.queued,
+                        scheduled=p.scheduled,
+                        leased=p.leased,
+                        dead_lettered=p.dead_lettered,
+                        oldest_queued_age=_dur(p.oldest_queued_age_ms),
+                    )
+                    for p in q.priorities
+                ],
+                succeeded_last_minute=q.succeeded_last_minute,
+                dead_lettered_last_minute=q.dead_lettered_last_minute,
+            )
+            for q in page.items
+        ],
+        next_page_token=page.next_token,
+    )
+
+
+def to_proto_job_summary(j: m.Job) -> jpb.Job:
+    out = to_proto_job(j)
+    out.ClearField("payload")
+    out.ClearField("result")
+    return out
+
+
+def to_proto_jobs(page: m.Page) -> apb.ListJobsResponse:
+    return apb.ListJobsResponse(
+        jobs=[to_proto_job_summary(j) for j in page.items], next_page_token=page.next_token
+    )
+
+
+def to_proto_workers(workers: Sequence[m.WorkerInfo]) -> apb.ListWorkersResponse:
+    return apb.ListWorkersResponse(
+        workers=[
+            apb.WorkerInfo(
+                worker_id=w.worker_id,
+                last_seen_time=_ts(w.last_seen_ms) if w.last_seen_ms else None,
+                leases_held=w.leases_held,
+            )
+            for w in workers
+        ]
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class JobState(StrEnum):
@@ -215,3 +216,37 @@ class JobUpdate:
     at_ms: int
     error: str = ""
     job: Job | None = None
+
+
+@dataclass(frozen=True)
+class PriorityStats:
+    priority: Priority
+    queued: int = 0
+    scheduled: int = 0
+    leased: int = 0
+    dead_lettered: int = 0
+    oldest_queued_age_ms: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    namespace: str
+    name: str
+    priorities: list[PriorityStats]
+    succeeded_last_minute: int = 0
+    dead_lettered_last_minute: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    last_seen_ms: int
+    leases_held: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of results and the opaque token of the next one ("" when done)."""
+
+    items: list[Any]
+    next_token: str = ""

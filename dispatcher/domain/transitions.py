@@ -161,3 +161,23 @@ def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random) -> 
         raw = min(policy.initial_backoff_ms * policy.multiplier**exponent, policy.max_backoff_ms)
     spread = raw * policy.jitter
     return max(0, round(raw + rng.uniform(-spread, spread)))
+
+
+def retry_dead(job: Job, now_ms: int) -> Job:
+    """DEAD_LETTERED -> QUEUED with a fresh attempt count (an operator's decision).
+
+    The last lease token is cleared so that no earlier lease can touch the job again.
+    """
+    if job.state is not JobState.DEAD_LETTERED:
+        raise InvalidTransition(f"cannot retry a {job.state} job", {"job_id": job.id})
+    return replace(
+        job,
+        state=JobState.QUEUED,
+        attempt=0,
+        version=job.version + 1,
+        run_at_ms=now_ms,
+        finished_ms=None,
+        lease_token="",
+        lease_holder="",
+        lease_expires_ms=None,
+    )

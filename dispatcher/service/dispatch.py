@@ -44,6 +44,7 @@ from dispatcher.domain.models import (
 )
 from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
+from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
 from dispatcher.store.sql.runs import DuplicateKey, RunStore
 
@@ -92,6 +93,7 @@ class Dispatcher:
     waiters: Waiters = field(default_factory=Waiters)
     rng: random.Random = field(default_factory=random.Random)
     id_gen: ids.JobIdGenerator = field(default_factory=ids.JobIdGenerator)
+    workers: WorkerRegistry | None = None
 
     # ---- enqueue -------------------------------------------------------
 
@@ -215,6 +217,8 @@ class Dispatcher:
         """Long-poll until at least one job is leased or the wait ends."""
         self.state.require_serving()
         ns, queues, max_jobs, duration = self._check_lease_request(req)
+        if self.workers is not None:
+            self.workers.saw(ns, req.worker_id)
         deadline = time.monotonic() + min(max(req.wait_ms, 0), self.limits.max_wait_ms) / 1000
         refs = [(ns, q) for q in queues]
         while True:
@@ -324,6 +328,9 @@ class Dispatcher:
 
         results, changes = await self._settle(ns, items, check, apply)
         await self._index_after_commit(self.index.extend([c.after for c in changes]))
+        if self.workers is not None:
+            for c in changes:
+                self.workers.saw(ns, c.after.lease_holder)
         return results
 
     async def ack(self, namespace: str, items: Sequence[AckItem]) -> list[Outcome[Settled]]:

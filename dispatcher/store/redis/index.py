@@ -228,6 +228,21 @@ class RedisIndex:
             )
         return out
 
+    async def touch_workers(self, seen: dict[str, dict[str, int]], forget_before_ms: int) -> None:
+        """Record when workers were last seen ({namespace: {worker: ms}}); drop stale ones."""
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for ns, workers in seen.items():
+                key = self.keys.workers(ns)
+                pipe.zadd(key, workers, gt=True)
+                pipe.zremrangebyscore(key, "-inf", forget_before_ms)
+            await pipe.execute()
+
+    async def workers(self, namespace: str) -> dict[str, int]:
+        async with translate_errors():
+            pairs = await self.client.zrange(self.keys.workers(namespace), 0, -1, withscores=True)
+        return {_text(w): int(score) for w, score in pairs}
+
     async def listen(self, channels: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
         """Yield (channel, message) from a pub/sub subscription until cancelled."""
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)

@@ -7,6 +7,7 @@ Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
     P:{T}:scheduled   ZSET  score = run_at (ms), member = job id
     P:{T}:leased      ZSET  score = lease expiry (ms), member = job id
     P:queues          SET   every T that has ever held a job (for the reaper)
+    P:workers:N       ZSET  score = last seen (ms), member = worker id, per namespace N
     P:index:built     STRING present once the index has been built from SQL
     P:index:rebuild   STRING lock held by the replica rebuilding the index
     P:wake            channel: "T" when a queue gains ready jobs
@@ -55,6 +56,9 @@ class Keys:
 
     def queues(self) -> str:
         return f"{self.prefix}:queues"
+
+    def workers(self, namespace: str) -> str:
+        return f"{self.prefix}:workers:{namespace}"
 
     def index_built(self) -> str:
         return f"{self.prefix}:index:built"

@@ -160,7 +160,7 @@ class RunsTx:
     """Statements inside one transaction."""
 
     def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+        self.conn = conn
 
     async def lock(self, ids: Iterable[str]) -> dict[str, Job]:
         """Read jobs by id, locking their rows (FOR UPDATE on PostgreSQL)."""
@@ -168,7 +168,7 @@ class RunsTx:
         if not ids:
             return {}
         stmt = select(runs).where(runs.c.id.in_(ids)).with_for_update()
-        rows = (await self._conn.execute(stmt)).all()
+        rows = (await self.conn.execute(stmt)).all()
         return {r.id: row_to_job(r) for r in rows}
 
     async def by_idempotency_keys(self, namespace: str, keys: Sequence[str]) -> dict[str, Job]:
@@ -177,16 +177,16 @@ class RunsTx:
         stmt = select(runs).where(
             runs.c.namespace == namespace, runs.c.idempotency_key.in_(set(keys))
         )
-        rows = (await self._conn.execute(stmt)).all()
+        rows = (await self.conn.execute(stmt)).all()
         return {r.idempotency_key: row_to_job(r) for r in rows}
 
     async def insert(self, jobs: Sequence[Job]) -> None:
         """Insert new jobs and their first transition."""
         if not jobs:
             return
-        await self._conn.execute(runs.insert(), [job_to_row(j) for j in jobs])
+        await self.conn.execute(runs.insert(), [job_to_row(j) for j in jobs])
         events = [Transition(j.id, j.version, j.state, j.attempt, j.created_ms) for j in jobs]
-        await self._conn.execute(run_events.insert(), [_event_row(e) for e in events])
+        await self.conn.execute(run_events.insert(), [_event_row(e) for e in events])
 
     async def save(self, changes: Sequence[JobChange]) -> None:
         """Write each change's `after`; record an event for each state transition."""
@@ -199,10 +199,10 @@ class RunsTx:
             p["b_id"] = ch.before.id
             p["b_version"] = ch.before.version
             params.append(p)
-        await self._conn.execute(_UPDATE, params)
+        await self.conn.execute(_UPDATE, params)
         events = [_event_row(ch.event) for ch in changes if ch.after.version != ch.before.version]
         if events:
-            await self._conn.execute(run_events.insert(), events)
+            await self.conn.execute(run_events.insert(), events)
 
 
 class RunStore:

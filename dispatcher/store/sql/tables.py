@@ -59,6 +59,8 @@ runs = Table(
     UniqueConstraint("namespace", "idempotency_key", name="uq_runs_idempotency"),
     # Rebuilding the Redis index and the reaper's checks scan live jobs by state.
     Index("ix_runs_state_queue", "state", "namespace", "queue", "priority", "id"),
+    # Admin: recent throughput per queue.
+    Index("ix_runs_finished", "namespace", "queue", "finished_at"),
 )
 
 run_events = Table(
@@ -70,4 +72,17 @@ run_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("at", BigInteger, nullable=False),
     Column("error", Text, nullable=False),
+)
+
+admin_audit = Table(
+    "admin_audit",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", BigInteger, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("detail", Text, nullable=False),
 )

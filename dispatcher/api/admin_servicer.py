@@ -1,0 +1,55 @@
+"""The AdminService servicer: convert, call the admin service, convert back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from dispatcher.api import convert
+from dispatcher.service.admin import Admin
+from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
+from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc as apb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AdminServicer(apb_grpc.AdminServiceServicer):
+    def __init__(self, admin: Admin) -> None:
+        self._admin = admin
+
+    async def ListQueues(
+        self, request: apb.ListQueuesRequest, context: Context
+    ) -> apb.ListQueuesResponse:
+        page = await self._admin.list_queues(
+            request.namespace, request.page_size, request.page_token
+        )
+        return convert.to_proto_queues(page)
+
+    async def ListJobs(
+        self, request: apb.ListJobsRequest, context: Context
+    ) -> apb.ListJobsResponse:
+        state = convert.to_domain_state(request.state, "state")
+        page = await self._admin.list_jobs(
+            request.namespace, request.queue, state, request.page_size, request.page_token
+        )
+        return convert.to_proto_jobs(page)
+
+    async def RetryDeadLettered(
+        self, request: apb.RetryDeadLetteredRequest, context: Context
+    ) -> apb.RetryDeadLetteredResponse:
+        n = await self._admin.retry_dead_lettered(request.namespace, request.job_id, request.queue)
+        return apb.RetryDeadLetteredResponse(retried=n)
+
+    async def PurgeQueue(
+        self, request: apb.PurgeQueueRequest, context: Context
+    ) -> apb.PurgeQueueResponse:
+        states = convert.to_domain_states(request.states)
+        n = await self._admin.purge_queue(request.namespace, request.queue, states)
+        return apb.PurgeQueueResponse(purged=n)
+
+    async def ListWorkers(
+        self, request: apb.ListWorkersRequest, context: Context
+    ) -> apb.ListWorkersResponse:
+        workers = await self._admin.list_workers(request.namespace)
+        return convert.to_proto_workers(workers)
