@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from sqlalchemy.engine import make_url
 
+from dispatcher import cli_admin
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings
 from dispatcher.store.sql.migrate import upgrade
@@ -81,6 +82,7 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="apply the Alembic migrations")
     _store_flags(up, env)
     up.add_argument("revision", nargs="?", default="head", help="target revision (default head)")
+    cli_admin.add_commands(sub)
     return parser
 
 
@@ -117,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = Settings.from_env()
     args = _parser(env).parse_args(argv)
+    if hasattr(args, "run"):
+        return cli_admin.run(args)
     if args.command == "db":
         upgrade(args.database_url, args.revision)
         print(f"database {_redacted(args.database_url)} is at {args.revision}")
