@@ -19,6 +19,7 @@ import grpc
 import redis.asyncio as redis_asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from dispatcher.api.admin_servicer import AdminServicer
 from dispatcher.api.errors import ErrorInterceptor
@@ -29,6 +30,7 @@ from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
 from dispatcher.service import listener, reaper, reconcile, workers
 from dispatcher.service.admin import Admin
+from dispatcher.service.depth import sample_depth_forever
 from dispatcher.service.dispatch import Dispatcher
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.updates import UpdateHub, UpdateStreams
@@ -138,7 +140,9 @@ class DispatcherApp:
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ("grpc.max_connection_age_grace_ms", 60_000),
         ]
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+        # Tracing outermost, so that the span sees the status the error mapping sets.
+        tracing = aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
+        server = grpc.aio.server(interceptors=[tracing, ErrorInterceptor()], options=options)
         dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(
             DispatcherServicer(c.dispatcher, c.streams), server
         )
@@ -167,6 +171,7 @@ class DispatcherApp:
             asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state)),
             asyncio.create_task(self._report_health()),
             asyncio.create_task(workers.flush_forever(c.workers)),
+            asyncio.create_task(sample_depth_forever(c.index, c.clock)),
         ]
         return self.port
 

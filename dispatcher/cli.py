@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from sqlalchemy.engine import make_url
 
-from dispatcher import cli_admin
+from dispatcher import cli_admin, telemetry
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings
 from dispatcher.store.sql.migrate import upgrade
@@ -72,6 +72,25 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
         help="disable gRPC server reflection [DISPATCHER_REFLECTION=0]",
     )
     serve.add_argument(
+        "--otel-exporter",
+        choices=["none", "otlp", "prometheus"],
+        default=env.otel_exporter,
+        help="where traces and metrics go; otlp reads OTEL_EXPORTER_OTLP_* "
+        "[DISPATCHER_OTEL_EXPORTER]",
+    )
+    serve.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=env.prometheus_port,
+        help="scrape port with --otel-exporter prometheus [DISPATCHER_PROMETHEUS_PORT]",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=env.log_format,
+        help="json logs carry job id, queue and trace id [DISPATCHER_LOG_FORMAT]",
+    )
+    serve.add_argument(
         "--no-migrate",
         action="store_true",
         default=not env.auto_migrate,
@@ -116,7 +135,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    telemetry.configure_logging()
     env = Settings.from_env()
     args = _parser(env).parse_args(argv)
     if hasattr(args, "run"):
@@ -137,7 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown_grace_s=args.shutdown_grace,
         reflection=not args.no_reflection,
         auto_migrate=not args.no_migrate,
+        otel_exporter=args.otel_exporter,
+        prometheus_port=args.prometheus_port,
+        log_format=args.log_format,
     )
+    telemetry.configure_logging(settings.log_format)
+    telemetry.configure(settings.otel_exporter, settings.prometheus_port)
     asyncio.run(_serve(settings))
     return 0
 

@@ -12,6 +12,9 @@
 | --shutdown-grace       | DISPATCHER_SHUTDOWN_GRACE       | 10 (seconds)                |
 | --no-reflection        | DISPATCHER_REFLECTION=0         | reflection on               |
 | --no-migrate           | DISPATCHER_AUTO_MIGRATE=0       | migrate at startup          |
+| --otel-exporter        | DISPATCHER_OTEL_EXPORTER        | none (otlp, prometheus)     |
+| --prometheus-port      | DISPATCHER_PROMETHEUS_PORT      | 9464                        |
+| --log-format           | DISPATCHER_LOG_FORMAT           | text (or json)              |
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class Settings:
     reflection: bool = True
     auto_migrate: bool = True
     max_message_bytes: int = 8 * 1024 * 1024
+    otel_exporter: str = "none"
+    prometheus_port: int = 9464
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,6 +68,9 @@ class Settings:
             shutdown_grace_s=float(_env("DISPATCHER_SHUTDOWN_GRACE", str(cls.shutdown_grace_s))),
             reflection=_env_bool("DISPATCHER_REFLECTION", True),
             auto_migrate=_env_bool("DISPATCHER_AUTO_MIGRATE", True),
+            otel_exporter=_env("DISPATCHER_OTEL_EXPORTER", cls.otel_exporter),
+            prometheus_port=int(_env("DISPATCHER_PROMETHEUS_PORT", str(cls.prometheus_port))),
+            log_format=_env("DISPATCHER_LOG_FORMAT", cls.log_format),
         )
 
     @property

@@ -151,6 +151,7 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         lease_holder=j.lease_holder if j.state is m.JobState.LEASED else "",
         version=j.version,
         idempotency_key=j.idempotency_key or "",
+        trace_context=j.trace_context,
     )
 
 

@@ -100,6 +100,8 @@ class Job:
     lease_holder: str = ""
     lease_token: str = ""
     lease_expires_ms: int | None = None
+    # W3C trace context of the Enqueue call (traceparent, tracestate).
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

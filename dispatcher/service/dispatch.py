@@ -14,10 +14,12 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias, TypeVar, Union
+from typing import Any, TypeAlias, TypeVar, Union
 
+from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.domain import ids, transitions, validation
 from dispatcher.domain.errors import (
@@ -135,6 +137,8 @@ class Dispatcher:
         )
         for queue in {(j.namespace, j.queue) for j in created if j.state is JobState.QUEUED}:
             self.waiters.notify(queue)
+        for (q_ns, q_name), n in Counter((j.namespace, j.queue) for j in created).items():
+            telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])
 
     async def _insert_idempotently(
@@ -187,6 +191,7 @@ class Dispatcher:
             created_ms=now,
             run_at_ms=run_at,
             idempotency_key=spec.idempotency_key or None,
+            trace_context=telemetry.current_trace_context(),
         )
 
     async def _index_after_commit(self, write: Awaitable[None]) -> None:
@@ -289,6 +294,10 @@ class Dispatcher:
                 )
                 changes.append(JobChange(job, after, now))
             await tx.save(changes)
+        for c in changes:
+            a = telemetry.attrs(ns, queue)
+            telemetry.jobs_leased.add(1, a)
+            telemetry.enqueue_to_start.record(max(0, now - c.before.run_at_ms) / 1000, a)
         missing = [i for i in picked if i not in rows]
         fix = stale + [c.after for c in changes if c.after.lease_expires_ms != provisional]
         await self._index_after_commit(self.index.place(fix, notices(changes)))
@@ -353,6 +362,7 @@ class Dispatcher:
         await self._index_after_commit(
             self.index.place([c.after for c in changes], notices(changes))
         )
+        record_outcomes(changes, telemetry.jobs_acked)
         return results
 
     async def nack(self, namespace: str, items: Sequence[NackItem]) -> list[Outcome[Settled]]:
@@ -377,6 +387,7 @@ class Dispatcher:
         await self._index_after_commit(
             self.index.place([c.after for c in changes], notices(changes))
         )
+        record_outcomes(changes, telemetry.jobs_nacked)
         for queue in {
             (c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED
         }:
@@ -412,6 +423,7 @@ class Dispatcher:
                     after, results[i] = apply(job, items[i], now)
                 except LeaseExpired as exc:
                     results[i] = exc
+                    telemetry.stale_calls.add(1, telemetry.attrs(ns, job.queue))
                     continue
                 if after is not job:
                     changes.append(JobChange(job, after, now))
@@ -422,6 +434,17 @@ class Dispatcher:
 
 T_Item = TypeVar("T_Item", HeartbeatItem, AckItem, NackItem)
 R = TypeVar("R", Extended, Settled)
+
+
+def record_outcomes(changes: Sequence[JobChange], counter: Any) -> None:
+    """Count settled attempts, their run time, and the ones that dead-lettered."""
+    for c in changes:
+        a = telemetry.attrs(c.after.namespace, c.after.queue)
+        counter.add(1, a)
+        if c.before.started_ms is not None:
+            telemetry.run_time.record(max(0, c.at_ms - c.before.started_ms) / 1000, a)
+        if c.after.state is JobState.DEAD_LETTERED:
+            telemetry.jobs_dead_lettered.add(1, a)
 
 
 def _next_run(job: Job) -> int | None:

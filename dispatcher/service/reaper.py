@@ -14,6 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 
+from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.domain import transitions
 from dispatcher.domain.errors import DispatchError
@@ -96,9 +97,13 @@ class Reaper:
         for c in changes:
             if c.before.state is JobState.SCHEDULED:
                 stats.promoted += 1
-            else:
-                stats.expired += 1
-                stats.dead_lettered += c.after.state is JobState.DEAD_LETTERED
+                continue
+            stats.expired += 1
+            a = telemetry.attrs(c.after.namespace, c.after.queue)
+            telemetry.leases_expired.add(1, a)
+            if c.after.state is JobState.DEAD_LETTERED:
+                stats.dead_lettered += 1
+                telemetry.jobs_dead_lettered.add(1, a)
         for ref in {
             (c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED
         }:

@@ -19,6 +19,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.models import Job
@@ -115,6 +116,7 @@ class Reconciler:
             stable = [fresh[j.id] for j in stable]
             await self.index.place(stable)
             stats.repaired = len(stable)
+            telemetry.reconciler_repairs.add(len(stable))
             if stable:
                 logger.warning("reconciler repaired %d index entries", len(stable))
         self.totals.checked += stats.checked

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from dispatcher import telemetry
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import Job, JobState
 from dispatcher.store.redis.keys import Keys
@@ -26,10 +27,14 @@ Notice = tuple[str, str, str, int]
 
 
 @asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Turn Redis failures into `Unavailable` at the store's edge."""
+async def translate_errors(step: str = "") -> AsyncIterator[None]:
+    """Turn Redis failures into `Unavailable` at the store's edge; trace named steps."""
     try:
-        yield
+        if step:
+            with telemetry.span(f"redis.{step}"):
+                yield
+        else:
+            yield
     except (redis_errors.RedisError, OSError) as exc:
         raise Unavailable("Redis is unavailable") from exc
 
@@ -71,7 +76,7 @@ class RedisIndex:
 
     async def enqueue(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
         """Index newly inserted jobs and announce them."""
-        async with translate_errors():
+        async with translate_errors("enqueue"):
             pipe = self.client.pipeline(transaction=False)
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
@@ -89,14 +94,14 @@ class RedisIndex:
 
     async def lease(self, ns: str, queue: str, n: int, expire_ms: int) -> list[str]:
         """Pop up to n ready jobs into the leased set (provisionally, until SQL confirms)."""
-        async with translate_errors():
+        async with translate_errors("lease"):
             ids = await self.scripts.lease(
                 keys=[self.keys.ready(ns, queue), self.keys.leased(ns, queue)], args=[n, expire_ms]
             )
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
     async def extend(self, jobs: Sequence[Job]) -> None:
-        async with translate_errors():
+        async with translate_errors("extend"):
             pipe = self.client.pipeline(transaction=False)
             for (ns, q), group in _by_queue(jobs).items():
                 args: list[Any] = []
@@ -109,7 +114,7 @@ class RedisIndex:
         """Put each job where its SQL state says it belongs (terminal: nowhere)."""
         if not jobs and not notices:
             return
-        async with translate_errors():
+        async with translate_errors("place"):
             pipe = self.client.pipeline(transaction=False)
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
@@ -133,7 +138,7 @@ class RedisIndex:
         """Drop ids from every structure of a queue (stale entries with no live SQL row)."""
         if not ids:
             return
-        async with translate_errors():
+        async with translate_errors("forget"):
             await self.scripts.remove(keys=self._queue_keys(ns, queue), args=list(ids))
 
     async def queues(self) -> list[QueueRef]:
@@ -170,6 +175,20 @@ class RedisIndex:
                 pipe.zcard(key)
             r, s, lz = await pipe.execute()
         return int(r), int(s), int(lz)
+
+    async def ready_by_rank(self, ns: str, queue: str) -> list[tuple[int, str]]:
+        """Per priority rank (0..3): the number of ready jobs and the id of the first."""
+        key = self.keys.ready(ns, queue)
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for rank in range(4):
+                pipe.zcount(key, rank, rank)
+                pipe.zrangebyscore(key, rank, rank, start=0, num=1)
+            replies = await pipe.execute()
+        return [
+            (int(replies[2 * r]), _text(replies[2 * r + 1][0]) if replies[2 * r + 1] else "")
+            for r in range(4)
+        ]
 
     async def time_ms(self) -> int:
         async with translate_errors():

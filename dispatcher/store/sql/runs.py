@@ -18,6 +18,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dispatcher import telemetry
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import (
     TERMINAL_STATES,
@@ -100,6 +101,7 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "lease_holder": job.lease_holder,
         "lease_token": job.lease_token,
         "lease_expires_at": job.lease_expires_ms,
+        "trace_context": json.dumps(job.trace_context, separators=(",", ":")),
     }
 
 
@@ -135,6 +137,7 @@ def row_to_job(r: Row[Any]) -> Job:
         lease_holder=m["lease_holder"],
         lease_token=m["lease_token"],
         lease_expires_ms=m["lease_expires_at"],
+        trace_context=json.loads(m["trace_context"]),
     )
 
 
@@ -216,13 +219,14 @@ class RunStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[RunsTx]:
         """One write transaction; committed when the block exits without error."""
-        async with translate_errors():
-            if self._write_lock is None:
-                async with self.engine.begin() as conn:
-                    yield RunsTx(conn)
-            else:
-                async with self._write_lock, self.engine.begin() as conn:
-                    yield RunsTx(conn)
+        with telemetry.span("sql.transaction"):
+            async with translate_errors():
+                if self._write_lock is None:
+                    async with self.engine.begin() as conn:
+                        yield RunsTx(conn)
+                else:
+                    async with self._write_lock, self.engine.begin() as conn:
+                        yield RunsTx(conn)
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:

@@ -56,6 +56,7 @@ runs = Table(
     Column("lease_holder", String(256), nullable=False),
     Column("lease_token", String(64), nullable=False),
     Column("lease_expires_at", BigInteger, nullable=True),
+    Column("trace_context", Text, nullable=False, server_default="{}"),  # JSON object
     UniqueConstraint("namespace", "idempotency_key", name="uq_runs_idempotency"),
     # Rebuilding the Redis index and the reaper's checks scan live jobs by state.
     Index("ix_runs_state_queue", "state", "namespace", "queue", "priority", "id"),

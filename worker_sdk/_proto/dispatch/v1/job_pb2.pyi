@@ -297,6 +297,26 @@ class Job(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
@@ -321,6 +341,7 @@ class Job(_message.Message):
     LEASE_HOLDER_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -366,6 +387,12 @@ class Job(_message.Message):
     def next_run_time(self) -> _timestamp_pb2.Timestamp:
         """When a QUEUED or SCHEDULED job becomes (or became) ready."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context (traceparent, tracestate) of the Enqueue call, so that a
+        worker can run the job in the producer's trace.
+        """
+
     def __init__(
         self,
         *,
@@ -393,10 +420,11 @@ class Job(_message.Message):
         lease_holder: _builtins.str = ...,
         version: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "lease_duration", b"lease_duration", "next_run_time", b"next_run_time", "progress", b"progress", "retry_policy", b"retry_policy", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content_type", b"content_type", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_time", b"start_time", "state", b"state", "type", b"type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content_type", b"content_type", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_time", b"start_time", "state", b"state", "trace_context", b"trace_context", "type", b"type", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
