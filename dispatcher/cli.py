@@ -100,7 +100,9 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply the Alembic migrations")
     _store_flags(up, env)
-    up.add_argument("revision", nargs="?", default="head", help="target revision (default head)")
+    up.add_argument(
+        "revision", nargs="?", default="heads", help="target revision (default: every head)"
+    )
     cli_admin.add_commands(sub)
     return parser
 

@@ -40,6 +40,14 @@ STATE_TO_PROTO: dict[m.JobState, int] = {
     m.JobState.CANCELLED: jpb.JOB_STATE_CANCELLED,
 }
 
+REASON_TO_PROTO: dict[m.TerminalReason, int] = {
+    m.TerminalReason.NONE: jpb.TERMINAL_REASON_UNSPECIFIED,
+    m.TerminalReason.SUCCEEDED: jpb.TERMINAL_REASON_SUCCEEDED,
+    m.TerminalReason.ATTEMPTS_EXHAUSTED: jpb.TERMINAL_REASON_ATTEMPTS_EXHAUSTED,
+    m.TerminalReason.NOT_RETRYABLE: jpb.TERMINAL_REASON_NOT_RETRYABLE,
+    m.TerminalReason.CANCELLED: jpb.TERMINAL_REASON_CANCELLED,
+}
+
 # A Duration past this many milliseconds is out of every range we accept;
 # clamping here keeps int conversions exact and lets validation name the field.
 _MAX_MS = 10 * 365 * 24 * 3600 * 1000
@@ -100,6 +108,7 @@ def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
         run_at_ms=_ts_ms(s.run_at) if s.HasField("run_at") else None,
         delay_ms=_ms(s.delay) if s.HasField("delay") else None,
         idempotency_key=s.idempotency_key,
+        callback_url=s.callback_url,
     )
 
 
@@ -152,6 +161,9 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         version=j.version,
         idempotency_key=j.idempotency_key or "",
         trace_context=j.trace_context,
+        callback_url=j.callback_url,
+        cancel_requested=j.cancel_requested,
+        terminal_reason=REASON_TO_PROTO[j.terminal_reason],  # type: ignore[arg-type]
     )
 
 
@@ -227,7 +239,11 @@ def to_proto_heartbeat(
         if isinstance(r, DispatchError):
             out.results.add(lease_token=item.token, error=to_proto_error(r))
         else:
-            out.results.add(lease_token=item.token, expire_time=_ts(r.expire_ms))
+            out.results.add(
+                lease_token=item.token,
+                expire_time=_ts(r.expire_ms),
+                cancel_requested=r.cancel_requested,
+            )
     return out
 
 
@@ -367,3 +383,7 @@ def to_proto_workers(workers: Sequence[m.WorkerInfo]) -> apb.ListWorkersResponse
             for w in workers
         ]
     )
+
+
+def to_proto_cancel(job: m.Job) -> pb.CancelResponse:
+    return pb.CancelResponse(job=to_proto_job(job))

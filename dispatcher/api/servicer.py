@@ -64,6 +64,10 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         out = await self._service.ack(request.namespace, items)
         return convert.to_proto_ack(items, out)
 
+    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
+        job = await self._service.cancel(request.namespace, request.job_id, request.reason)
+        return convert.to_proto_cancel(job)
+
     async def Nack(self, request: pb.NackRequest, context: Context) -> pb.NackResponse:
         items = convert.to_domain_nacks(request)
         out = await self._service.nack(request.namespace, items)

@@ -77,6 +77,12 @@ class InvalidTransition(FailedPrecondition):
     reason = "INVALID_TRANSITION"
 
 
+class JobCancelled(FailedPrecondition):
+    """The job was cancelled while leased: its result is not accepted."""
+
+    reason = "JOB_CANCELLED"
+
+
 class ResourceExhausted(DispatchError):
     reason = "RESOURCE_EXHAUSTED"
 

@@ -29,6 +29,16 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD_LETTERED, JobState.CANCELLED})
 
 
+class TerminalReason(StrEnum):
+    """Why a job reached its terminal state ("" while it is not terminal)."""
+
+    NONE = ""
+    SUCCEEDED = "succeeded"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    NOT_RETRYABLE = "not_retryable"
+    CANCELLED = "cancelled"
+
+
 class Priority(IntEnum):
     """Priority levels; the value is the rank used as the Redis score (lower runs first)."""
 
@@ -67,6 +77,7 @@ class JobSpec:
     run_at_ms: int | None = None
     delay_ms: int | None = None
     idempotency_key: str = ""
+    callback_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,9 @@ class Job:
     lease_expires_ms: int | None = None
     # W3C trace context of the Enqueue call (traceparent, tracestate).
     trace_context: dict[str, str] = field(default_factory=dict)
+    callback_url: str = ""
+    cancel_requested: bool = False
+    terminal_reason: TerminalReason = TerminalReason.NONE
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,7 @@ class NackItem:
 class Extended:
     token: str
     expire_ms: int
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True)

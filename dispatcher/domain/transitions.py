@@ -5,7 +5,10 @@
         │         │ run_at / backoff   │ │ └─nack(no retry) or attempts used─> DEAD_LETTERED
         └──> SCHEDULED <──nack(retry)──┘ │
                   ▲                       └─lease expired (attempts left)──> QUEUED
-                  └─ (CANCELLED is reserved for the cancellation feature)
+                  │
+    cancel: QUEUED/SCHEDULED ──> CANCELLED at once; LEASED ──> cancel_requested, then
+            the worker's Nack or the lease's expiry ──> CANCELLED (its Ack is refused)
+    operator: DEAD_LETTERED ──retry──> QUEUED (attempt 0, old tokens void)
 
 Every function returns a new `Job` with `version + 1`; nothing here does I/O.
 A lease is live while the job is LEASED, its token matches, and the clock has
@@ -17,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from dispatcher.domain.errors import InvalidTransition, LeaseExpired
+from dispatcher.domain.errors import InvalidTransition, JobCancelled, LeaseExpired
 from dispatcher.domain.models import (
     AckItem,
     HeartbeatItem,
@@ -25,6 +28,7 @@ from dispatcher.domain.models import (
     JobState,
     NackItem,
     RetryPolicy,
+    TerminalReason,
 )
 
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped heartbeating"
@@ -85,11 +89,14 @@ def extend(job: Job, item: HeartbeatItem, now_ms: int) -> Job:
 
 
 def ack(job: Job, item: AckItem, now_ms: int) -> Job:
-    """LEASED -> SUCCEEDED."""
+    """LEASED -> SUCCEEDED, unless the job was cancelled meanwhile."""
     require_live_lease(job, item.token, now_ms)
+    if job.cancel_requested:
+        raise JobCancelled("the job was cancelled; nack it", {"job_id": job.id})
     return replace(
         job,
         state=JobState.SUCCEEDED,
+        terminal_reason=TerminalReason.SUCCEEDED,
         version=job.version + 1,
         finished_ms=now_ms,
         result=item.result,
@@ -110,6 +117,7 @@ def already_nacked(job: Job, token: str) -> bool:
         JobState.SCHEDULED,
         JobState.QUEUED,
         JobState.DEAD_LETTERED,
+        JobState.CANCELLED,
     )
 
 
@@ -131,15 +139,49 @@ def expire(job: Job, now_ms: int, rng: random.Random) -> Job:
 def fail(
     job: Job, error: str, retry: bool, retry_after_ms: int | None, now_ms: int, rng: random.Random
 ) -> Job:
-    """Fail the current attempt: retry if allowed and attempts remain, else dead-letter."""
+    """Fail the current attempt: retry if allowed and attempts remain, else dead-letter.
+
+    A job whose cancellation was requested while it ran ends CANCELLED instead.
+    """
     error = error[:MAX_ERROR_CHARS]
     base = replace(job, version=job.version + 1, last_error=error, lease_expires_ms=None)
+    if job.cancel_requested:
+        return replace(
+            base,
+            state=JobState.CANCELLED,
+            finished_ms=now_ms,
+            terminal_reason=TerminalReason.CANCELLED,
+        )
     if not retry or job.attempt >= job.max_attempts:
-        return replace(base, state=JobState.DEAD_LETTERED, finished_ms=now_ms)
+        reason = TerminalReason.NOT_RETRYABLE if not retry else TerminalReason.ATTEMPTS_EXHAUSTED
+        return replace(
+            base, state=JobState.DEAD_LETTERED, finished_ms=now_ms, terminal_reason=reason
+        )
     if retry_after_ms is None:
         retry_after_ms = backoff_ms(job.retry_policy, job.attempt, rng)
     state = JobState.QUEUED if retry_after_ms <= 0 else JobState.SCHEDULED
     return replace(base, state=state, run_at_ms=now_ms + max(retry_after_ms, 0))
+
+
+def cancel(job: Job, reason: str, now_ms: int) -> Job:
+    """QUEUED/SCHEDULED -> CANCELLED at once; LEASED -> cancel requested (same state).
+
+    Cancelling a cancelled job changes nothing.
+    """
+    if job.state is JobState.CANCELLED or (job.state is JobState.LEASED and job.cancel_requested):
+        return job
+    if job.state in (JobState.QUEUED, JobState.SCHEDULED):
+        return replace(
+            job,
+            state=JobState.CANCELLED,
+            version=job.version + 1,
+            finished_ms=now_ms,
+            last_error=reason[:MAX_ERROR_CHARS],
+            terminal_reason=TerminalReason.CANCELLED,
+        )
+    if job.state is JobState.LEASED:
+        return replace(job, cancel_requested=True, last_error=reason[:MAX_ERROR_CHARS])
+    raise InvalidTransition(f"cannot cancel a {job.state} job", {"job_id": job.id})
 
 
 def promote(job: Job, now_ms: int) -> Job:
@@ -177,6 +219,7 @@ def retry_dead(job: Job, now_ms: int) -> Job:
         version=job.version + 1,
         run_at_ms=now_ms,
         finished_ms=None,
+        terminal_reason=TerminalReason.NONE,
         lease_token="",
         lease_holder="",
         lease_expires_ms=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from dispatcher.domain.errors import FieldViolation, InvalidArgument
 from dispatcher.domain.limits import DAY_MS, Limits
@@ -95,9 +96,25 @@ def spec(s: JobSpec, limits: Limits, prefix: str = "job") -> None:
         check_duration(out, f"{prefix}.delay", s.delay_ms, 0, limits.max_delay_ms)
     if s.retry_policy is not None:
         _retry(out, f"{prefix}.retry_policy", s.retry_policy)
+    if s.callback_url:
+        check_callback_url(out, f"{prefix}.callback_url", s.callback_url)
     if s.idempotency_key and not PRINTABLE_RE.fullmatch(s.idempotency_key):
         out.add(f"{prefix}.idempotency_key", "must be at most 256 printable ASCII characters")
     out.raise_if_any()
+
+
+def check_callback_url(out: Violations, field: str, url: str) -> None:
+    """The URL's form only; where it points is checked by the webhook guard (SSRF)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        out.add(field, "is not a valid URL")
+        return
+    if len(url) > 2048 or parts.scheme not in ("http", "https") or not parts.hostname:
+        out.add(field, "must be an http(s) URL of at most 2048 characters")
+    elif parts.username or parts.password or any(c in url for c in "\r\n\x00 "):
+        out.add(field, "must not carry credentials or control characters")
 
 
 def run_at(s: JobSpec, now_ms: int, limits: Limits, prefix: str = "job") -> int:

@@ -25,6 +25,7 @@ from dispatcher.domain import ids, transitions, validation
 from dispatcher.domain.errors import (
     DispatchError,
     InvalidArgument,
+    JobCancelled,
     JobNotFound,
     LeaseExpired,
     Unavailable,
@@ -96,6 +97,8 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     id_gen: ids.JobIdGenerator = field(default_factory=ids.JobIdGenerator)
     workers: WorkerRegistry | None = None
+    # Checks where a callback URL points (SSRF) before anything is written.
+    url_guard: Callable[[str, str], Awaitable[None]] | None = None
 
     # ---- enqueue -------------------------------------------------------
 
@@ -126,6 +129,8 @@ class Dispatcher:
                 continue
             try:
                 validation.spec(spec, self.limits, prefix)
+                if spec.callback_url and self.url_guard is not None:
+                    await self.url_guard(spec.callback_url, f"{prefix}.callback_url")
                 valid.append((i, spec, validation.run_at(spec, now, self.limits, prefix)))
             except InvalidArgument as exc:
                 results[i] = exc
@@ -192,6 +197,7 @@ class Dispatcher:
             run_at_ms=run_at,
             idempotency_key=spec.idempotency_key or None,
             trace_context=telemetry.current_trace_context(),
+            callback_url=spec.callback_url,
         )
 
     async def _index_after_commit(self, write: Awaitable[None]) -> None:
@@ -308,6 +314,27 @@ class Dispatcher:
             for c in changes
         ]
 
+    # ---- cancel --------------------------------------------------------
+
+    async def cancel(self, namespace: str, job_id: str, reason: str) -> Job:
+        """Cancel a waiting job at once, or mark a leased one (its worker learns it)."""
+        ns = validation.namespace(namespace)
+        validation.check_job_id(job_id)
+        if len(reason) > 1024:
+            raise InvalidArgument.field("reason", "must be at most 1024 characters")
+        now = self.clock.now_ms()
+        async with self.runs.transaction() as tx:
+            job = (await tx.lock([job_id])).get(job_id)
+            if job is None or job.namespace != ns:
+                raise JobNotFound("no job with this id", {"job_id": job_id})
+            after = transitions.cancel(job, reason or "cancelled", now)
+            changes = [] if after is job else [JobChange(job, after, now)]
+            await tx.save(changes)
+        await self._index_after_commit(
+            self.index.place([c.after for c in changes], notices(changes))
+        )
+        return after
+
     # ---- heartbeat, ack, nack ------------------------------------------
 
     async def heartbeat(
@@ -333,7 +360,7 @@ class Dispatcher:
 
         def apply(job: Job, item: HeartbeatItem, now: int) -> tuple[Job, Extended]:
             after = transitions.extend(job, item, now)
-            return after, Extended(item.token, after.lease_expires_ms or 0)
+            return after, Extended(item.token, after.lease_expires_ms or 0, after.cancel_requested)
 
         results, changes = await self._settle(ns, items, check, apply)
         await self._index_after_commit(self.index.extend([c.after for c in changes]))
@@ -424,6 +451,9 @@ class Dispatcher:
                 except LeaseExpired as exc:
                     results[i] = exc
                     telemetry.stale_calls.add(1, telemetry.attrs(ns, job.queue))
+                    continue
+                except JobCancelled as exc:
+                    results[i] = exc
                     continue
                 if after is not job:
                     changes.append(JobChange(job, after, now))

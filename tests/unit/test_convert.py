@@ -48,3 +48,12 @@ def test_an_unset_retry_policy_field_takes_its_default_and_a_zero_jitter_stays_z
 def test_a_huge_duration_is_clamped_so_validation_can_refuse_it() -> None:
     spec = convert.to_domain_spec(jpb.JobSpec(queue="q", type="t", delay={"seconds": 10**12}))
     assert spec.delay_ms is not None and spec.delay_ms > 365 * 24 * 3600 * 1000
+
+
+def test_every_terminal_reason_maps_to_a_distinct_proto_value() -> None:
+    from dispatcher.domain.models import TerminalReason
+
+    assert set(convert.REASON_TO_PROTO) == set(TerminalReason)
+    assert sorted(convert.REASON_TO_PROTO.values()) == sorted(
+        v.number for v in jpb.TerminalReason.DESCRIPTOR.values
+    )

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dispatcher import telemetry
+from dispatcher.domain import webhooks
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import (
     TERMINAL_STATES,
@@ -27,10 +28,11 @@ from dispatcher.domain.models import (
     JobState,
     Priority,
     RetryPolicy,
+    TerminalReason,
     Transition,
 )
 from dispatcher.store.sql.engine import is_sqlite
-from dispatcher.store.sql.tables import run_events, runs
+from dispatcher.store.sql.tables import run_events, runs, webhook_outbox
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
 
@@ -51,6 +53,8 @@ _MUTABLE = (
     "lease_token",
     "lease_expires_at",
     "lease_duration_ms",
+    "cancel_requested",
+    "terminal_reason",
 )
 
 
@@ -102,6 +106,9 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "lease_token": job.lease_token,
         "lease_expires_at": job.lease_expires_ms,
         "trace_context": json.dumps(job.trace_context, separators=(",", ":")),
+        "callback_url": job.callback_url,
+        "cancel_requested": job.cancel_requested,
+        "terminal_reason": job.terminal_reason.value,
     }
 
 
@@ -138,6 +145,9 @@ def row_to_job(r: Row[Any]) -> Job:
         lease_token=m["lease_token"],
         lease_expires_ms=m["lease_expires_at"],
         trace_context=json.loads(m["trace_context"]),
+        callback_url=m["callback_url"],
+        cancel_requested=bool(m["cancel_requested"]),
+        terminal_reason=TerminalReason(m["terminal_reason"]),
     )
 
 
@@ -149,6 +159,24 @@ def _event_row(t: Transition) -> dict[str, Any]:
         "attempt": t.attempt,
         "at": t.at_ms,
         "error": t.error,
+    }
+
+
+def _needs_webhook(ch: JobChange) -> bool:
+    return bool(ch.after.callback_url) and ch.after.state.terminal and not ch.before.state.terminal
+
+
+def _outbox_row(ch: JobChange) -> dict[str, Any]:
+    return {
+        "job_id": ch.after.id,
+        "namespace": ch.after.namespace,
+        "url": ch.after.callback_url,
+        "body": webhooks.event_body(ch.after, ch.at_ms),
+        "created_at": ch.at_ms,
+        "next_attempt_at": ch.at_ms,
+        "attempts": 0,
+        "state": "pending",
+        "claimed_until": 0,
     }
 
 
@@ -206,6 +234,9 @@ class RunsTx:
         events = [_event_row(ch.event) for ch in changes if ch.after.version != ch.before.version]
         if events:
             await self.conn.execute(run_events.insert(), events)
+        outbox = [_outbox_row(ch) for ch in changes if _needs_webhook(ch)]
+        if outbox:  # in this transaction: a crash cannot drop a webhook
+            await self.conn.execute(webhook_outbox.insert(), outbox)
 
 
 class RunStore:

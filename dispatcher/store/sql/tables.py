@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -57,6 +59,9 @@ runs = Table(
     Column("lease_token", String(64), nullable=False),
     Column("lease_expires_at", BigInteger, nullable=True),
     Column("trace_context", Text, nullable=False, server_default="{}"),  # JSON object
+    Column("callback_url", Text, nullable=False, server_default=""),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("terminal_reason", String(32), nullable=False, server_default=""),
     UniqueConstraint("namespace", "idempotency_key", name="uq_runs_idempotency"),
     # Rebuilding the Redis index and the reaper's checks scan live jobs by state.
     Index("ix_runs_state_queue", "state", "namespace", "queue", "priority", "id"),
@@ -86,4 +91,46 @@ admin_audit = Table(
     Column("namespace", String(128), nullable=False),
     Column("target", String(256), nullable=False),
     Column("detail", Text, nullable=False),
+)
+
+_BIGID = BigInteger().with_variant(Integer(), "sqlite")
+
+# One row per webhook to deliver, written in the transaction that makes the
+# job terminal; `state` is pending, delivered or failed (given up).
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", _BIGID, primary_key=True, autoincrement=True),
+    Column("job_id", String(26), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("claimed_until", BigInteger, nullable=False),
+    Index("ix_webhook_outbox_due", "state", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", _BIGID, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("status_code", Integer, nullable=False),  # 0 when no response came back
+    Column("error", Text, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_outbox", "outbox_id"),
+)
+
+queue_settings = Table(
+    "queue_settings",
+    metadata,
+    Column("namespace", String(128), primary_key=True),
+    Column("queue", String(128), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("max_depth", BigInteger, nullable=False),  # 0: unbounded
+    Column("updated_at", BigInteger, nullable=False),
 )

@@ -85,6 +85,11 @@ class DispatcherServiceStub:
                 request_serializer=dispatch_dot_v1_dot_dispatcher__pb2.AckRequest.SerializeToString,
                 response_deserializer=dispatch_dot_v1_dot_dispatcher__pb2.AckResponse.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/dispatch.v1.DispatcherService/Cancel',
+                request_serializer=dispatch_dot_v1_dot_dispatcher__pb2.CancelRequest.SerializeToString,
+                response_deserializer=dispatch_dot_v1_dot_dispatcher__pb2.CancelResponse.FromString,
+                _registered_method=True)
         self.Nack = channel.unary_unary(
                 '/dispatch.v1.DispatcherService/Nack',
                 request_serializer=dispatch_dot_v1_dot_dispatcher__pb2.NackRequest.SerializeToString,
@@ -188,6 +193,20 @@ class DispatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """Cancels a job. A QUEUED or SCHEDULED job becomes CANCELLED at once. A
+        LEASED job is marked cancel_requested (durably): its worker learns it from
+        its next Heartbeat, and its Ack is refused; it becomes CANCELLED when the
+        worker Nacks it or its lease expires. Cancelling a job that is already
+        CANCELLED is harmless.
+        Fails with NOT_FOUND / JOB_NOT_FOUND if no job has this id in the
+        namespace, FAILED_PRECONDITION / INVALID_TRANSITION if it already
+        SUCCEEDED or was DEAD_LETTERED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Nack(self, request, context):
         """Fails leased jobs. With retry and attempts left, the job is scheduled
         again after its backoff (or retry_after); otherwise it is dead-lettered
@@ -235,6 +254,11 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     servicer.Ack,
                     request_deserializer=dispatch_dot_v1_dot_dispatcher__pb2.AckRequest.FromString,
                     response_serializer=dispatch_dot_v1_dot_dispatcher__pb2.AckResponse.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=dispatch_dot_v1_dot_dispatcher__pb2.CancelRequest.FromString,
+                    response_serializer=dispatch_dot_v1_dot_dispatcher__pb2.CancelResponse.SerializeToString,
             ),
             'Nack': grpc.unary_unary_rpc_method_handler(
                     servicer.Nack,
@@ -447,6 +471,33 @@ class DispatcherService:
             '/dispatch.v1.DispatcherService/Ack',
             dispatch_dot_v1_dot_dispatcher__pb2.AckRequest.SerializeToString,
             dispatch_dot_v1_dot_dispatcher__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatch.v1.DispatcherService/Cancel',
+            dispatch_dot_v1_dot_dispatcher__pb2.CancelRequest.SerializeToString,
+            dispatch_dot_v1_dot_dispatcher__pb2.CancelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -98,6 +98,16 @@ class DispatcherServiceStub:
     job; INVALID_ARGUMENT / INVALID_FIELD on a malformed token or a result
     over the size limit.
     """
+    Cancel: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.CancelRequest, _dispatcher_pb2.CancelResponse]
+    """Cancels a job. A QUEUED or SCHEDULED job becomes CANCELLED at once. A
+    LEASED job is marked cancel_requested (durably): its worker learns it from
+    its next Heartbeat, and its Ack is refused; it becomes CANCELLED when the
+    worker Nacks it or its lease expires. Cancelling a job that is already
+    CANCELLED is harmless.
+    Fails with NOT_FOUND / JOB_NOT_FOUND if no job has this id in the
+    namespace, FAILED_PRECONDITION / INVALID_TRANSITION if it already
+    SUCCEEDED or was DEAD_LETTERED.
+    """
     Nack: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.NackRequest, _dispatcher_pb2.NackResponse]
     """Fails leased jobs. With retry and attempts left, the job is scheduled
     again after its backoff (or retry_after); otherwise it is dead-lettered
@@ -174,6 +184,16 @@ class DispatcherServiceAsyncStub(DispatcherServiceStub):
     job's current live lease; NOT_FOUND / JOB_NOT_FOUND if the token names no
     job; INVALID_ARGUMENT / INVALID_FIELD on a malformed token or a result
     over the size limit.
+    """
+    Cancel: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.CancelRequest, _dispatcher_pb2.CancelResponse]  # type: ignore[assignment]
+    """Cancels a job. A QUEUED or SCHEDULED job becomes CANCELLED at once. A
+    LEASED job is marked cancel_requested (durably): its worker learns it from
+    its next Heartbeat, and its Ack is refused; it becomes CANCELLED when the
+    worker Nacks it or its lease expires. Cancelling a job that is already
+    CANCELLED is harmless.
+    Fails with NOT_FOUND / JOB_NOT_FOUND if no job has this id in the
+    namespace, FAILED_PRECONDITION / INVALID_TRANSITION if it already
+    SUCCEEDED or was DEAD_LETTERED.
     """
     Nack: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.NackRequest, _dispatcher_pb2.NackResponse]  # type: ignore[assignment]
     """Fails leased jobs. With retry and attempts left, the job is scheduled
@@ -290,6 +310,22 @@ class DispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         job's current live lease; NOT_FOUND / JOB_NOT_FOUND if the token names no
         job; INVALID_ARGUMENT / INVALID_FIELD on a malformed token or a result
         over the size limit.
+        """
+
+    @_abc_1.abstractmethod
+    def Cancel(
+        self,
+        request: _dispatcher_pb2.CancelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.CancelResponse, _abc.Awaitable[_dispatcher_pb2.CancelResponse]]:
+        """Cancels a job. A QUEUED or SCHEDULED job becomes CANCELLED at once. A
+        LEASED job is marked cancel_requested (durably): its worker learns it from
+        its next Heartbeat, and its Ack is refused; it becomes CANCELLED when the
+        worker Nacks it or its lease expires. Cancelling a job that is already
+        CANCELLED is harmless.
+        Fails with NOT_FOUND / JOB_NOT_FOUND if no job has this id in the
+        namespace, FAILED_PRECONDITION / INVALID_TRANSITION if it already
+        SUCCEEDED or was DEAD_LETTERED.
         """
 
     @_abc_1.abstractmethod

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64ispatch/v1/job.proto\x12\x0b\x64ispatch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x0bRetryPolicy\x12\x32\n\x0finitial_backoff\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\nmultiplier\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06jitter\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\r\n\x0b_multiplierB\t\n\x07_jitter\"\xd2\x03\n\x07JobSpec\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\'\n\x08priority\x18\x05 \x01(\x0e\x32\x15.dispatch.v1.Priority\x12\x34\n\x08metadata\x18\x06 \x03(\x0b\x32\".dispatch.v1.JobSpec.MetadataEntry\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12.\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x18.dispatch.v1.RetryPolicy\x12\x31\n\x0elease_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x06run_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12*\n\x05\x64\x65lay\x18\x0b \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05start\",\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x83\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\'\n\x08priority\x18\x07 \x01(\x0e\x32\x15.dispatch.v1.Priority\x12\x30\n\x08metadata\x18\x08 \x03(\x0b\x32\x1e.dispatch.v1.Job.MetadataEntry\x12$\n\x05state\x18\t \x01(\x0e\x32\x15.dispatch.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x12.\n\x0cretry_policy\x18\x0c \x01(\x0b\x32\x18.dispatch.v1.RetryPolicy\x12\x31\n\x0elease_duration\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x08progress\x18\x0e \x01(\x0b\x32\x15.dispatch.v1.Progress\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_run_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x13 \x01(\t\x12\x0e\n\x06result\x18\x14 \x01(\x0c\x12\x1b\n\x13result_content_type\x18\x15 \x01(\t\x12\x14\n\x0clease_holder\x18\x16 \x01(\t\x12\x0f\n\x07version\x18\x17 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x18 \x01(\t\x12\x39\n\rtrace_context\x18\x19 \x03(\x0b\x32\".dispatch.v1.Job.TraceContextEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t*v\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_CRITICAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02\x12\x14\n\x10PRIORITY_DEFAULT\x10\x03\x12\x10\n\x0cPRIORITY_LOW\x10\x04*\xb9\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x02\x12\x14\n\x10JOB_STATE_LEASED\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x1b\n\x17JOB_STATE_DEAD_LETTERED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64ispatch/v1/job.proto\x12\x0b\x64ispatch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x0bRetryPolicy\x12\x32\n\x0finitial_backoff\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\nmultiplier\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06jitter\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\r\n\x0b_multiplierB\t\n\x07_jitter\"\xe8\x03\n\x07JobSpec\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\'\n\x08priority\x18\x05 \x01(\x0e\x32\x15.dispatch.v1.Priority\x12\x34\n\x08metadata\x18\x06 \x03(\x0b\x32\".dispatch.v1.JobSpec.MetadataEntry\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12.\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x18.dispatch.v1.RetryPolicy\x12\x31\n\x0elease_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x06run_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12*\n\x05\x64\x65lay\x18\x0b \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x14\n\x0c\x63\x61llback_url\x18\r \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05start\",\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe9\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\'\n\x08priority\x18\x07 \x01(\x0e\x32\x15.dispatch.v1.Priority\x12\x30\n\x08metadata\x18\x08 \x03(\x0b\x32\x1e.dispatch.v1.Job.MetadataEntry\x12$\n\x05state\x18\t \x01(\x0e\x32\x15.dispatch.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x12.\n\x0cretry_policy\x18\x0c \x01(\x0b\x32\x18.dispatch.v1.RetryPolicy\x12\x31\n\x0elease_duration\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x08progress\x18\x0e \x01(\x0b\x32\x15.dispatch.v1.Progress\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_run_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x13 \x01(\t\x12\x0e\n\x06result\x18\x14 \x01(\x0c\x12\x1b\n\x13result_content_type\x18\x15 \x01(\t\x12\x14\n\x0clease_holder\x18\x16 \x01(\t\x12\x0f\n\x07version\x18\x17 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x18 \x01(\t\x12\x39\n\rtrace_context\x18\x19 \x03(\x0b\x32\".dispatch.v1.Job.TraceContextEntry\x12\x14\n\x0c\x63\x61llback_url\x18\x1a \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x1b \x01(\x08\x12\x34\n\x0fterminal_reason\x18\x1c \x01(\x0e\x32\x1b.dispatch.v1.TerminalReason\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t*v\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11PRIORITY_CRITICAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02\x12\x14\n\x10PRIORITY_DEFAULT\x10\x03\x12\x10\n\x0cPRIORITY_LOW\x10\x04*\xb9\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x02\x12\x14\n\x10JOB_STATE_LEASED\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x1b\n\x17JOB_STATE_DEAD_LETTERED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xba\x01\n\x0eTerminalReason\x12\x1f\n\x1bTERMINAL_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19TERMINAL_REASON_SUCCEEDED\x10\x01\x12&\n\"TERMINAL_REASON_ATTEMPTS_EXHAUSTED\x10\x02\x12!\n\x1dTERMINAL_REASON_NOT_RETRYABLE\x10\x03\x12\x1d\n\x19TERMINAL_REASON_CANCELLED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,24 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_JOB_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_JOB_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_PRIORITY']._serialized_start=1768
-  _globals['_PRIORITY']._serialized_end=1886
-  _globals['_JOBSTATE']._serialized_start=1889
-  _globals['_JOBSTATE']._serialized_end=2074
+  _globals['_PRIORITY']._serialized_start=1892
+  _globals['_PRIORITY']._serialized_end=2010
+  _globals['_JOBSTATE']._serialized_start=2013
+  _globals['_JOBSTATE']._serialized_end=2198
+  _globals['_TERMINALREASON']._serialized_start=2201
+  _globals['_TERMINALREASON']._serialized_end=2387
   _globals['_RETRYPOLICY']._serialized_start=104
   _globals['_RETRYPOLICY']._serialized_end=289
   _globals['_JOBSPEC']._serialized_start=292
-  _globals['_JOBSPEC']._serialized_end=758
-  _globals['_JOBSPEC_METADATAENTRY']._serialized_start=702
-  _globals['_JOBSPEC_METADATAENTRY']._serialized_end=749
-  _globals['_PROGRESS']._serialized_start=760
-  _globals['_PROGRESS']._serialized_end=804
-  _globals['_JOB']._serialized_start=807
-  _globals['_JOB']._serialized_end=1706
-  _globals['_JOB_METADATAENTRY']._serialized_start=702
-  _globals['_JOB_METADATAENTRY']._serialized_end=749
-  _globals['_JOB_TRACECONTEXTENTRY']._serialized_start=1655
-  _globals['_JOB_TRACECONTEXTENTRY']._serialized_end=1706
-  _globals['_ITEMERROR']._serialized_start=1708
-  _globals['_ITEMERROR']._serialized_end=1766
+  _globals['_JOBSPEC']._serialized_end=780
+  _globals['_JOBSPEC_METADATAENTRY']._serialized_start=724
+  _globals['_JOBSPEC_METADATAENTRY']._serialized_end=771
+  _globals['_PROGRESS']._serialized_start=782
+  _globals['_PROGRESS']._serialized_end=826
+  _globals['_JOB']._serialized_start=829
+  _globals['_JOB']._serialized_end=1830
+  _globals['_JOB_METADATAENTRY']._serialized_start=724
+  _globals['_JOB_METADATAENTRY']._serialized_end=771
+  _globals['_JOB_TRACECONTEXTENTRY']._serialized_start=1779
+  _globals['_JOB_TRACECONTEXTENTRY']._serialized_end=1830
+  _globals['_ITEMERROR']._serialized_start=1832
+  _globals['_ITEMERROR']._serialized_end=1890
 # @@protoc_insertion_point(module_scope)

@@ -95,6 +95,38 @@ JOB_STATE_CANCELLED: JobState.ValueType  # 6
 """Cancelled. Terminal. Reserved for the cancellation feature."""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _TerminalReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TerminalReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TerminalReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TERMINAL_REASON_UNSPECIFIED: _TerminalReason.ValueType  # 0
+    """Not terminal yet."""
+    TERMINAL_REASON_SUCCEEDED: _TerminalReason.ValueType  # 1
+    """Acked by a worker."""
+    TERMINAL_REASON_ATTEMPTS_EXHAUSTED: _TerminalReason.ValueType  # 2
+    """Failed (Nack with retry, or lease expired) on its last allowed attempt."""
+    TERMINAL_REASON_NOT_RETRYABLE: _TerminalReason.ValueType  # 3
+    """Nacked without retry."""
+    TERMINAL_REASON_CANCELLED: _TerminalReason.ValueType  # 4
+    """Cancelled by Cancel."""
+
+class TerminalReason(_TerminalReason, metaclass=_TerminalReasonEnumTypeWrapper):
+    """Why a job reached its terminal state."""
+
+TERMINAL_REASON_UNSPECIFIED: TerminalReason.ValueType  # 0
+"""Not terminal yet."""
+TERMINAL_REASON_SUCCEEDED: TerminalReason.ValueType  # 1
+"""Acked by a worker."""
+TERMINAL_REASON_ATTEMPTS_EXHAUSTED: TerminalReason.ValueType  # 2
+"""Failed (Nack with retry, or lease expired) on its last allowed attempt."""
+TERMINAL_REASON_NOT_RETRYABLE: TerminalReason.ValueType  # 3
+"""Nacked without retry."""
+TERMINAL_REASON_CANCELLED: TerminalReason.ValueType  # 4
+"""Cancelled by Cancel."""
+Global___TerminalReason: _TypeAlias = TerminalReason  # noqa: Y015
+
 @_typing.final
 class RetryPolicy(_message.Message):
     """How a failed attempt is retried: the n-th retry waits
@@ -181,6 +213,7 @@ class JobSpec(_message.Message):
     RUN_AT_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Queue name: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit."""
     type: _builtins.str
@@ -196,6 +229,12 @@ class JobSpec(_message.Message):
     idempotency_key: _builtins.str
     """A second Enqueue with the same key in the same namespace returns the
     first job instead of creating a copy. At most 256 printable characters.
+    """
+    callback_url: _builtins.str
+    """Called with an HTTP POST (Standard Webhooks, HMAC-SHA256 signed) when the
+    job reaches a terminal state. http(s) only, at most 2048 characters;
+    private, loopback and link-local addresses are refused unless the server
+    allows them.
     """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -234,10 +273,11 @@ class JobSpec(_message.Message):
         run_at: _timestamp_pb2.Timestamp | None = ...,
         delay: _duration_pb2.Duration | None = ...,
         idempotency_key: _builtins.str = ...,
+        callback_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "lease_duration", b"lease_duration", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "delay", b"delay", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "content_type", b"content_type", "delay", b"delay", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["run_at", "delay"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
@@ -342,6 +382,9 @@ class Job(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    TERMINAL_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -365,6 +408,10 @@ class Job(_message.Message):
     without gaps or duplicates.
     """
     idempotency_key: _builtins.str
+    callback_url: _builtins.str
+    cancel_requested: _builtins.bool
+    """Set by Cancel on a LEASED job: the worker should stop; its Ack is refused."""
+    terminal_reason: Global___TerminalReason.ValueType
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -421,10 +468,13 @@ class Job(_message.Message):
         version: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        callback_url: _builtins.str = ...,
+        cancel_requested: _builtins.bool = ...,
+        terminal_reason: Global___TerminalReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "lease_duration", b"lease_duration", "next_run_time", b"next_run_time", "progress", b"progress", "retry_policy", b"retry_policy", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content_type", b"content_type", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_time", b"start_time", "state", b"state", "trace_context", b"trace_context", "type", b"type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_time", b"start_time", "state", b"state", "terminal_reason", b"terminal_reason", "trace_context", b"trace_context", "type", b"type", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
