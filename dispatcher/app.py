@@ -28,10 +28,11 @@ from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
-from dispatcher.service import listener, reaper, reconcile, workers
+from dispatcher.service import listener, queues, reaper, reconcile, workers
 from dispatcher.service.admin import Admin
 from dispatcher.service.depth import sample_depth_forever
 from dispatcher.service.dispatch import Dispatcher
+from dispatcher.service.queues import QueueControl
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.updates import UpdateHub, UpdateStreams
 from dispatcher.service.wakeups import Waiters
@@ -83,6 +84,7 @@ class Components:
 
     def __post_init__(self) -> None:
         self.workers = WorkerRegistry(self.index, self.clock)
+        self.queues = QueueControl(self.runs, self.index, self.clock)
         self.dispatcher = Dispatcher(
             self.runs,
             self.index,
@@ -92,12 +94,18 @@ class Components:
             self.waiters,
             random.Random(),
             workers=self.workers,
+            queues=self.queues,
         )
-        self.admin = Admin(self.runs, self.index, self.clock, self.waiters)
+        self.admin = Admin(self.runs, self.index, self.clock, self.waiters, self.queues)
         self.streams = UpdateStreams(self.runs, self.hub, self.limits)
         self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
         self.reconciler = reconcile.Reconciler(
-            self.runs, self.index, self.clock, self.state, self.waiters
+            self.runs,
+            self.index,
+            self.clock,
+            self.state,
+            self.waiters,
+            also_rebuild=[self.queues.refresh],
         )
 
 
@@ -172,6 +180,7 @@ class DispatcherApp:
             asyncio.create_task(self._report_health()),
             asyncio.create_task(workers.flush_forever(c.workers)),
             asyncio.create_task(sample_depth_forever(c.index, c.clock)),
+            asyncio.create_task(queues.refresh_forever(c.queues)),
         ]
         return self.port
 

@@ -84,6 +84,21 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--yes", action="store_true", help="do it (without it, nothing is deleted)")
     p.set_defaults(run=cmd_purge)
 
+    p = common(sub.add_parser("pause", help="stop granting leases from a queue"))
+    p.add_argument("--queue", required=True)
+    p.set_defaults(run=cmd_pause)
+    p = common(sub.add_parser("resume", help="grant leases from a paused queue again"))
+    p.add_argument("--queue", required=True)
+    p.set_defaults(run=cmd_resume)
+    p = common(sub.add_parser("limits", help="set a queue's maximum depth (0: none)"))
+    p.add_argument("--queue", required=True)
+    p.add_argument("--max-depth", type=int, required=True)
+    p.set_defaults(run=cmd_limits)
+    p = common(sub.add_parser("cancel", help="cancel a job"))
+    p.add_argument("job_id")
+    p.add_argument("--reason", default="", help="recorded as the job's last error")
+    p.set_defaults(run=cmd_cancel)
+
     p = common(sub.add_parser("workers", help="list workers seen recently and their leases"))
     p.set_defaults(run=cmd_workers)
 
@@ -294,3 +309,36 @@ def cmd_enqueue(args: argparse.Namespace, channel: grpc.Channel) -> int:
         spec.delay.FromMilliseconds(int(args.delay * 1000))
     resp = stub.Enqueue(pb.EnqueueRequest(namespace=args.namespace, job=spec), timeout=TIMEOUT_S)
     return _emit(args, resp, lambda: print(f"{resp.job.id} {_state(resp.job.state)}"))
+
+
+def cmd_pause(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    resp = stub.PauseQueue(
+        apb.PauseQueueRequest(namespace=args.namespace, queue=args.queue), timeout=TIMEOUT_S
+    )
+    return _emit(args, resp, lambda: print(f"paused {args.queue}"))
+
+
+def cmd_resume(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    resp = stub.ResumeQueue(
+        apb.ResumeQueueRequest(namespace=args.namespace, queue=args.queue), timeout=TIMEOUT_S
+    )
+    return _emit(args, resp, lambda: print(f"resumed {args.queue}"))
+
+
+def cmd_limits(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    request = apb.SetQueueLimitsRequest(
+        namespace=args.namespace, queue=args.queue, max_depth=args.max_depth
+    )
+    resp = stub.SetQueueLimits(request, timeout=TIMEOUT_S)
+    return _emit(args, resp, lambda: print(f"{args.queue}: max depth {args.max_depth or 'none'}"))
+
+
+def cmd_cancel(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    stub = dispatcher_pb2_grpc.DispatcherServiceStub(channel)
+    request = pb.CancelRequest(namespace=args.namespace, job_id=args.job_id, reason=args.reason)
+    resp = stub.Cancel(request, timeout=TIMEOUT_S)
+    note = " (cancel requested: its worker stops it)" if resp.job.cancel_requested else ""
+    return _emit(args, resp, lambda: print(f"{resp.job.id} {_state(resp.job.state)}{note}"))

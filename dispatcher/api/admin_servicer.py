@@ -48,6 +48,24 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         n = await self._admin.purge_queue(request.namespace, request.queue, states)
         return apb.PurgeQueueResponse(purged=n)
 
+    async def PauseQueue(
+        self, request: apb.PauseQueueRequest, context: Context
+    ) -> apb.PauseQueueResponse:
+        await self._admin.queues.pause(request.namespace, request.queue)
+        return apb.PauseQueueResponse()
+
+    async def ResumeQueue(
+        self, request: apb.ResumeQueueRequest, context: Context
+    ) -> apb.ResumeQueueResponse:
+        await self._admin.queues.resume(request.namespace, request.queue)
+        return apb.ResumeQueueResponse()
+
+    async def SetQueueLimits(
+        self, request: apb.SetQueueLimitsRequest, context: Context
+    ) -> apb.SetQueueLimitsResponse:
+        await self._admin.queues.set_max_depth(request.namespace, request.queue, request.max_depth)
+        return apb.SetQueueLimitsResponse()
+
     async def ListWorkers(
         self, request: apb.ListWorkersRequest, context: Context
     ) -> apb.ListWorkersResponse:

@@ -352,6 +352,8 @@ def to_proto_queues(page: m.Page) -> apb.ListQueuesResponse:
                 ],
                 succeeded_last_minute=q.succeeded_last_minute,
                 dead_lettered_last_minute=q.dead_lettered_last_minute,
+                paused=q.paused,
+                max_depth=q.max_depth,
             )
             for q in page.items
         ],

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
@@ -54,6 +54,10 @@ def to_status(exc: e.DispatchError) -> status_pb2.Status:
     details = [
         _pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata))
     ]
+    if isinstance(exc, e.ResourceExhausted) and exc.retry_after_ms > 0:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(exc.retry_after_ms)
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if isinstance(exc, e.InvalidArgument):
         details.append(
             _pack(

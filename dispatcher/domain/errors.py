@@ -58,7 +58,7 @@ class JobNotFound(NotFound):
 
 
 class AlreadyExists(DispatchError):
-    reason = "ALREADY_EXISTS"
+    reason = "IDEMPOTENCY_KEY_REUSED"
 
 
 class FailedPrecondition(DispatchError):
@@ -85,6 +85,16 @@ class JobCancelled(FailedPrecondition):
 
 class ResourceExhausted(DispatchError):
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self, message: str, metadata: dict[str, str] | None = None, retry_after_ms: int = 0
+    ) -> None:
+        super().__init__(message, metadata)
+        self.retry_after_ms = retry_after_ms
+
+
+class QueueFull(ResourceExhausted):
+    reason = "QUEUE_FULL"
 
 
 class Unavailable(DispatchError):

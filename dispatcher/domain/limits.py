@@ -30,3 +30,4 @@ class Limits:
     max_delay_ms: int = YEAR_MS
     max_error_chars: int = 4096
     max_stream_jobs: int = 1000
+    idempotency_window_ms: int = DAY_MS

@@ -246,12 +246,22 @@ class PriorityStats:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    namespace: str
+    name: str
+    paused: bool = False
+    max_depth: int = 0  # 0: unbounded
+
+
+@dataclass(frozen=True)
 class QueueStats:
     namespace: str
     name: str
     priorities: list[PriorityStats]
     succeeded_last_minute: int = 0
     dead_lettered_last_minute: int = 0
+    paused: bool = False
+    max_depth: int = 0
 
 
 @dataclass(frozen=True)

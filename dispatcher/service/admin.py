@@ -24,6 +24,7 @@ from dispatcher.domain.models import (
     WorkerInfo,
 )
 from dispatcher.service.dispatch import notices
+from dispatcher.service.queues import QueueControl
 from dispatcher.service.wakeups import Waiters
 from dispatcher.store.redis.index import RedisIndex
 from dispatcher.store.sql.admin import AdminQueries, audit, delete_in_states, lock_dead
@@ -61,6 +62,7 @@ class Admin:
     index: RedisIndex
     clock: Clock
     waiters: Waiters
+    queues: QueueControl
 
     def __post_init__(self) -> None:
         self.queries = AdminQueries(self.runs)
@@ -91,12 +93,15 @@ class Admin:
                     oldest_queued_age_ms=max(0, now - oldest[p.value]) if p.value in oldest else 0,
                 )
             )
+        settings = self.queues.settings(ns, queue)
         return QueueStats(
             ns,
             queue,
             levels,
             succeeded_last_minute=recent.get(JobState.SUCCEEDED.value, 0),
             dead_lettered_last_minute=recent.get(JobState.DEAD_LETTERED.value, 0),
+            paused=settings.paused,
+            max_depth=settings.max_depth,
         )
 
     async def list_jobs(

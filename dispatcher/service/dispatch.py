@@ -21,8 +21,9 @@ from typing import Any, TypeAlias, TypeVar, Union
 
 from dispatcher import telemetry
 from dispatcher.clock import Clock
-from dispatcher.domain import ids, transitions, validation
+from dispatcher.domain import idempotency, ids, transitions, validation
 from dispatcher.domain.errors import (
+    AlreadyExists,
     DispatchError,
     InvalidArgument,
     JobCancelled,
@@ -45,6 +46,7 @@ from dispatcher.domain.models import (
     NackItem,
     Settled,
 )
+from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.service.workers import WorkerRegistry
@@ -97,6 +99,8 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     id_gen: ids.JobIdGenerator = field(default_factory=ids.JobIdGenerator)
     workers: WorkerRegistry | None = None
+    # Queue settings (maximum depth) checked before anything is written.
+    queues: QueueControl | None = None
     # Checks where a callback URL points (SSRF) before anything is written.
     url_guard: Callable[[str, str], Awaitable[None]] | None = None
 
@@ -134,6 +138,12 @@ class Dispatcher:
                 valid.append((i, spec, validation.run_at(spec, now, self.limits, prefix)))
             except InvalidArgument as exc:
                 results[i] = exc
+        if self.queues is not None and valid:
+            full = await self.queues.full_queues(ns, [spec for _, spec, _ in valid])
+            for i, spec, _ in valid:
+                if spec.queue in full:
+                    results[i] = queue_full(spec.queue)
+            valid = [v for v in valid if v[1].queue not in full]
         created = await self._insert_idempotently(ns, valid, now, results)
         await self._index_after_commit(
             self.index.enqueue(
@@ -162,16 +172,26 @@ class Dispatcher:
                     keys = [s.idempotency_key for _, s, _ in valid if s.idempotency_key]
                     existing = await tx.by_idempotency_keys(ns, keys)
                     created: list[Job] = []
+                    released: list[Job] = []
                     for i, spec, run_at in valid:
                         key = spec.idempotency_key
                         if key and key in existing:
-                            results[i] = Enqueued(existing[key], created=False)
-                            continue
+                            try:
+                                window = self.limits.idempotency_window_ms
+                                decision = idempotency.decide(existing[key], spec, now, window)
+                            except AlreadyExists as exc:
+                                results[i] = exc
+                                continue
+                            if decision is idempotency.Decision.REUSE:
+                                results[i] = Enqueued(existing[key], created=False)
+                                continue
+                            released.append(existing[key])
                         job = self._new_job(ns, spec, run_at, now)
                         if key:
                             existing[key] = job
                         created.append(job)
                         results[i] = Enqueued(job, created=True)
+                    await tx.release_idempotency_keys([j.id for j in released])
                     await tx.insert(created)
                 return created
             except DuplicateKey:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from dispatcher import telemetry
@@ -49,6 +50,7 @@ class Reconciler:
         state: ServingState,
         waiters: Waiters,
         page: int = 1000,
+        also_rebuild: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.runs = runs
         self.index = index
@@ -56,6 +58,8 @@ class Reconciler:
         self.state = state
         self.waiters = waiters
         self.page = page
+        # Other state mirrored from SQL into Redis (paused flags), restored with the index.
+        self.also_rebuild = list(also_rebuild)
         self.owner = uuid.uuid4().hex
         self._cursor = ""
         self.totals = ReconcileStats()
@@ -76,6 +80,8 @@ class Reconciler:
         else:
             try:
                 placed = await self._rebuild()
+                for restore in self.also_rebuild:
+                    await restore()
                 await self.index.mark_built(self.clock.now_ms())
             finally:
                 await self.index.unlock_rebuild()

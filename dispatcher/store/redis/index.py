@@ -95,9 +95,12 @@ class RedisIndex:
     async def lease(self, ns: str, queue: str, n: int, expire_ms: int) -> list[str]:
         """Pop up to n ready jobs into the leased set (provisionally, until SQL confirms)."""
         async with translate_errors("lease"):
-            ids = await self.scripts.lease(
-                keys=[self.keys.ready(ns, queue), self.keys.leased(ns, queue)], args=[n, expire_ms]
-            )
+            keys = [
+                self.keys.ready(ns, queue),
+                self.keys.leased(ns, queue),
+                self.keys.paused(ns, queue),
+            ]
+            ids = await self.scripts.lease(keys=keys, args=[n, expire_ms])
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
     async def extend(self, jobs: Sequence[Job]) -> None:
@@ -189,6 +192,19 @@ class RedisIndex:
             (int(replies[2 * r]), _text(replies[2 * r + 1][0]) if replies[2 * r + 1] else "")
             for r in range(4)
         ]
+
+    async def set_paused(self, flags: Sequence[tuple[str, str, bool]]) -> None:
+        """Mirror the paused flags of queues (namespace, queue, paused) from SQL."""
+        if not flags:
+            return
+        async with translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for ns, q, paused in flags:
+                if paused:
+                    pipe.set(self.keys.paused(ns, q), 1)
+                else:
+                    pipe.delete(self.keys.paused(ns, q))
+            await pipe.execute()
 
     async def time_ms(self) -> int:
         async with translate_errors():

@@ -6,6 +6,7 @@ Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
                             equal scores sort by id, and ids sort by creation: FIFO
     P:{T}:scheduled   ZSET  score = run_at (ms), member = job id
     P:{T}:leased      ZSET  score = lease expiry (ms), member = job id
+    P:{T}:paused      STRING present while the queue is paused (lease.lua grants nothing)
     P:queues          SET   every T that has ever held a job (for the reaper)
     P:workers:N       ZSET  score = last seen (ms), member = worker id, per namespace N
     P:index:built     STRING present once the index has been built from SQL
@@ -53,6 +54,9 @@ class Keys:
 
     def leased(self, namespace: str, queue: str) -> str:
         return self._queue_key(namespace, queue, "leased")
+
+    def paused(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "paused")
 
     def queues(self) -> str:
         return f"{self.prefix}:queues"

@@ -211,6 +211,12 @@ class RunsTx:
         rows = (await self.conn.execute(stmt)).all()
         return {r.idempotency_key: row_to_job(r) for r in rows}
 
+    async def release_idempotency_keys(self, ids: Sequence[str]) -> None:
+        """Free the keys of jobs whose idempotency window has passed."""
+        if ids:
+            stmt = update(runs).where(runs.c.id.in_(list(ids))).values(idempotency_key=None)
+            await self.conn.execute(stmt)
+
     async def insert(self, jobs: Sequence[Job]) -> None:
         """Insert new jobs and their first transition."""
         if not jobs:

@@ -60,6 +60,21 @@ class AdminServiceStub:
                 request_serializer=dispatch_dot_v1_dot_admin__pb2.PurgeQueueRequest.SerializeToString,
                 response_deserializer=dispatch_dot_v1_dot_admin__pb2.PurgeQueueResponse.FromString,
                 _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/dispatch.v1.AdminService/PauseQueue',
+                request_serializer=dispatch_dot_v1_dot_admin__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=dispatch_dot_v1_dot_admin__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/dispatch.v1.AdminService/ResumeQueue',
+                request_serializer=dispatch_dot_v1_dot_admin__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=dispatch_dot_v1_dot_admin__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
+        self.SetQueueLimits = channel.unary_unary(
+                '/dispatch.v1.AdminService/SetQueueLimits',
+                request_serializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.SerializeToString,
+                response_deserializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsResponse.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/dispatch.v1.AdminService/ListWorkers',
                 request_serializer=dispatch_dot_v1_dot_admin__pb2.ListWorkersRequest.SerializeToString,
@@ -111,6 +126,30 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseQueue(self, request, context):
+        """Pauses a queue: Lease grants none of its jobs (on every replica at once);
+        Enqueue still accepts jobs. Pausing a paused queue is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Resumes a paused queue. Resuming a running queue is harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQueueLimits(self, request, context):
+        """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
+        fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
+        0 removes the limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWorkers(self, request, context):
         """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
         with the leases they hold.
@@ -141,6 +180,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PurgeQueue,
                     request_deserializer=dispatch_dot_v1_dot_admin__pb2.PurgeQueueRequest.FromString,
                     response_serializer=dispatch_dot_v1_dot_admin__pb2.PurgeQueueResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=dispatch_dot_v1_dot_admin__pb2.PauseQueueRequest.FromString,
+                    response_serializer=dispatch_dot_v1_dot_admin__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=dispatch_dot_v1_dot_admin__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=dispatch_dot_v1_dot_admin__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'SetQueueLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueueLimits,
+                    request_deserializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.FromString,
+                    response_serializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsResponse.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkers,
@@ -262,6 +316,87 @@ class AdminService:
             '/dispatch.v1.AdminService/PurgeQueue',
             dispatch_dot_v1_dot_admin__pb2.PurgeQueueRequest.SerializeToString,
             dispatch_dot_v1_dot_admin__pb2.PurgeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatch.v1.AdminService/PauseQueue',
+            dispatch_dot_v1_dot_admin__pb2.PauseQueueRequest.SerializeToString,
+            dispatch_dot_v1_dot_admin__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatch.v1.AdminService/ResumeQueue',
+            dispatch_dot_v1_dot_admin__pb2.ResumeQueueRequest.SerializeToString,
+            dispatch_dot_v1_dot_admin__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueueLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatch.v1.AdminService/SetQueueLimits',
+            dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.SerializeToString,
+            dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

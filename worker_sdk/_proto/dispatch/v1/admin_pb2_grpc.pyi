@@ -57,6 +57,17 @@ class AdminServiceStub:
     and SCHEDULED). LEASED jobs cannot be purged.
     Fails with INVALID_ARGUMENT / INVALID_FIELD if LEASED is asked for.
     """
+    PauseQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PauseQueueRequest, _admin_pb2.PauseQueueResponse]
+    """Pauses a queue: Lease grants none of its jobs (on every replica at once);
+    Enqueue still accepts jobs. Pausing a paused queue is harmless.
+    """
+    ResumeQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResumeQueueRequest, _admin_pb2.ResumeQueueResponse]
+    """Resumes a paused queue. Resuming a running queue is harmless."""
+    SetQueueLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQueueLimitsRequest, _admin_pb2.SetQueueLimitsResponse]
+    """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
+    fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
+    0 removes the limit.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]
     """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
     with the leases they hold.
@@ -90,6 +101,17 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Deletes the jobs of a queue that are in the given states (default: QUEUED
     and SCHEDULED). LEASED jobs cannot be purged.
     Fails with INVALID_ARGUMENT / INVALID_FIELD if LEASED is asked for.
+    """
+    PauseQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.PauseQueueRequest, _admin_pb2.PauseQueueResponse]  # type: ignore[assignment]
+    """Pauses a queue: Lease grants none of its jobs (on every replica at once);
+    Enqueue still accepts jobs. Pausing a paused queue is harmless.
+    """
+    ResumeQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResumeQueueRequest, _admin_pb2.ResumeQueueResponse]  # type: ignore[assignment]
+    """Resumes a paused queue. Resuming a running queue is harmless."""
+    SetQueueLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetQueueLimitsRequest, _admin_pb2.SetQueueLimitsResponse]  # type: ignore[assignment]
+    """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
+    fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
+    0 removes the limit.
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
@@ -145,6 +167,35 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the jobs of a queue that are in the given states (default: QUEUED
         and SCHEDULED). LEASED jobs cannot be purged.
         Fails with INVALID_ARGUMENT / INVALID_FIELD if LEASED is asked for.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseQueue(
+        self,
+        request: _admin_pb2.PauseQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PauseQueueResponse, _abc.Awaitable[_admin_pb2.PauseQueueResponse]]:
+        """Pauses a queue: Lease grants none of its jobs (on every replica at once);
+        Enqueue still accepts jobs. Pausing a paused queue is harmless.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeQueue(
+        self,
+        request: _admin_pb2.ResumeQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResumeQueueResponse, _abc.Awaitable[_admin_pb2.ResumeQueueResponse]]:
+        """Resumes a paused queue. Resuming a running queue is harmless."""
+
+    @_abc_1.abstractmethod
+    def SetQueueLimits(
+        self,
+        request: _admin_pb2.SetQueueLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetQueueLimitsResponse, _abc.Awaitable[_admin_pb2.SetQueueLimitsResponse]]:
+        """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
+        fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
+        0 removes the limit.
         """
 
     @_abc_1.abstractmethod
