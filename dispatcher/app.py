@@ -28,11 +28,12 @@ from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
-from dispatcher.service import listener, queues, reaper, reconcile, workers
+from dispatcher.service import listener, queues, reaper, reconcile, retention, workers
 from dispatcher.service.admin import Admin
 from dispatcher.service.depth import sample_depth_forever
 from dispatcher.service.dispatch import Dispatcher
 from dispatcher.service.queues import QueueControl
+from dispatcher.service.retention import RetentionSweeper
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.updates import UpdateHub, UpdateStreams
 from dispatcher.service.wakeups import Waiters
@@ -96,6 +97,7 @@ class Components:
             workers=self.workers,
             queues=self.queues,
         )
+        self.retention = RetentionSweeper(self.runs, self.limits.retention_ms)
         self.admin = Admin(self.runs, self.index, self.clock, self.waiters, self.queues)
         self.streams = UpdateStreams(self.runs, self.hub, self.limits)
         self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
@@ -133,7 +135,7 @@ class DispatcherApp:
         clock = RedisClock()
         index = RedisIndex(client, Keys(s.redis_prefix))
         runs = RunStore(create_engine(s.database_url))
-        return Components(runs=runs, index=index, clock=clock)
+        return Components(runs=runs, index=index, clock=clock, limits=s.limits())
 
     async def start(self) -> int:
         """Start serving; returns the bound port. The index rebuild runs in the background."""
@@ -181,6 +183,7 @@ class DispatcherApp:
             asyncio.create_task(workers.flush_forever(c.workers)),
             asyncio.create_task(sample_depth_forever(c.index, c.clock)),
             asyncio.create_task(queues.refresh_forever(c.queues)),
+            asyncio.create_task(retention.run_forever(c.retention, c.clock)),
         ]
         return self.port
 

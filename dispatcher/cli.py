@@ -91,6 +91,18 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
         help="json logs carry job id, queue and trace id [DISPATCHER_LOG_FORMAT]",
     )
     serve.add_argument(
+        "--idempotency-window",
+        type=float,
+        default=env.idempotency_window_s,
+        help="seconds an idempotency key returns its first job [DISPATCHER_IDEMPOTENCY_WINDOW]",
+    )
+    serve.add_argument(
+        "--retention",
+        type=float,
+        default=env.retention_s,
+        help="seconds finished jobs are kept before deletion [DISPATCHER_RETENTION]",
+    )
+    serve.add_argument(
         "--no-migrate",
         action="store_true",
         default=not env.auto_migrate,
@@ -161,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         otel_exporter=args.otel_exporter,
         prometheus_port=args.prometheus_port,
         log_format=args.log_format,
+        idempotency_window_s=args.idempotency_window,
+        retention_s=args.retention,
     )
     telemetry.configure_logging(settings.log_format)
     telemetry.configure(settings.otel_exporter, settings.prometheus_port)

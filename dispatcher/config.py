@@ -15,12 +15,16 @@
 | --otel-exporter        | DISPATCHER_OTEL_EXPORTER        | none (otlp, prometheus)     |
 | --prometheus-port      | DISPATCHER_PROMETHEUS_PORT      | 9464                        |
 | --log-format           | DISPATCHER_LOG_FORMAT           | text (or json)              |
+| --idempotency-window   | DISPATCHER_IDEMPOTENCY_WINDOW   | 86400 (seconds)             |
+| --retention            | DISPATCHER_RETENTION            | 604800 (seconds)            |
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+from dispatcher.domain.limits import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///dispatcher.db"
 
@@ -52,6 +56,8 @@ class Settings:
     otel_exporter: str = "none"
     prometheus_port: int = 9464
     log_format: str = "text"
+    idempotency_window_s: float = 86_400.0
+    retention_s: float = 604_800.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -71,6 +77,16 @@ class Settings:
             otel_exporter=_env("DISPATCHER_OTEL_EXPORTER", cls.otel_exporter),
             prometheus_port=int(_env("DISPATCHER_PROMETHEUS_PORT", str(cls.prometheus_port))),
             log_format=_env("DISPATCHER_LOG_FORMAT", cls.log_format),
+            idempotency_window_s=float(
+                _env("DISPATCHER_IDEMPOTENCY_WINDOW", str(cls.idempotency_window_s))
+            ),
+            retention_s=float(_env("DISPATCHER_RETENTION", str(cls.retention_s))),
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            idempotency_window_ms=round(self.idempotency_window_s * 1000),
+            retention_ms=round(self.retention_s * 1000),
         )
 
     @property

@@ -38,6 +38,7 @@ STATE_TO_PROTO: dict[m.JobState, int] = {
     m.JobState.SUCCEEDED: jpb.JOB_STATE_SUCCEEDED,
     m.JobState.DEAD_LETTERED: jpb.JOB_STATE_DEAD_LETTERED,
     m.JobState.CANCELLED: jpb.JOB_STATE_CANCELLED,
+    m.JobState.WAITING: jpb.JOB_STATE_WAITING,
 }
 
 REASON_TO_PROTO: dict[m.TerminalReason, int] = {
@@ -46,6 +47,9 @@ REASON_TO_PROTO: dict[m.TerminalReason, int] = {
     m.TerminalReason.ATTEMPTS_EXHAUSTED: jpb.TERMINAL_REASON_ATTEMPTS_EXHAUSTED,
     m.TerminalReason.NOT_RETRYABLE: jpb.TERMINAL_REASON_NOT_RETRYABLE,
     m.TerminalReason.CANCELLED: jpb.TERMINAL_REASON_CANCELLED,
+    m.TerminalReason.START_DEADLINE_EXCEEDED: jpb.TERMINAL_REASON_START_DEADLINE_EXCEEDED,
+    m.TerminalReason.RUN_TIME_EXCEEDED: jpb.TERMINAL_REASON_RUN_TIME_EXCEEDED,
+    m.TerminalReason.DEPENDENCY_FAILED: jpb.TERMINAL_REASON_DEPENDENCY_FAILED,
 }
 
 # A Duration past this many milliseconds is out of every range we accept;
@@ -109,6 +113,9 @@ def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
         delay_ms=_ms(s.delay) if s.HasField("delay") else None,
         idempotency_key=s.idempotency_key,
         callback_url=s.callback_url,
+        start_within_ms=_ms(s.start_within) if s.HasField("start_within") else None,
+        max_run_ms=_ms(s.max_run_time) if s.HasField("max_run_time") else None,
+        depends_on=list(s.depends_on),
     )
 
 
@@ -164,6 +171,10 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         callback_url=j.callback_url,
         cancel_requested=j.cancel_requested,
         terminal_reason=REASON_TO_PROTO[j.terminal_reason],  # type: ignore[arg-type]
+        start_deadline_time=_ts(j.start_deadline_ms),
+        max_run_time=_dur(j.max_run_ms) if j.max_run_ms is not None else None,
+        depends_on=j.depends_on,
+        wait_reason=j.wait_reason,
     )
 
 

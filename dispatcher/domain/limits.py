@@ -31,3 +31,4 @@ class Limits:
     max_error_chars: int = 4096
     max_stream_jobs: int = 1000
     idempotency_window_ms: int = DAY_MS
+    retention_ms: int = 7 * DAY_MS

@@ -20,6 +20,7 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
+    WAITING = "waiting"
 
     @property
     def terminal(self) -> bool:
@@ -37,6 +38,9 @@ class TerminalReason(StrEnum):
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     NOT_RETRYABLE = "not_retryable"
     CANCELLED = "cancelled"
+    START_DEADLINE_EXCEEDED = "start_deadline_exceeded"
+    RUN_TIME_EXCEEDED = "run_time_exceeded"
+    DEPENDENCY_FAILED = "dependency_failed"
 
 
 class Priority(IntEnum):
@@ -78,6 +82,9 @@ class JobSpec:
     delay_ms: int | None = None
     idempotency_key: str = ""
     callback_url: str = ""
+    start_within_ms: int | None = None
+    max_run_ms: int | None = None
+    depends_on: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,12 @@ class Job:
     callback_url: str = ""
     cancel_requested: bool = False
     terminal_reason: TerminalReason = TerminalReason.NONE
+    start_deadline_ms: int | None = None
+    max_run_ms: int | None = None
+    depends_on: list[str] = field(default_factory=list)
+    has_dependents: bool = False
+    # Computed when read (GetStatus), never stored: why a waiting job waits.
+    wait_reason: str = ""
 
 
 @dataclass(frozen=True)

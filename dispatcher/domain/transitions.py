@@ -9,6 +9,10 @@
     cancel: QUEUED/SCHEDULED ──> CANCELLED at once; LEASED ──> cancel_requested, then
             the worker's Nack or the lease's expiry ──> CANCELLED (its Ack is refused)
     operator: DEAD_LETTERED ──retry──> QUEUED (attempt 0, old tokens void)
+    depends_on: WAITING ──every dependency succeeded──> QUEUED (or SCHEDULED before run_at)
+                WAITING ──a dependency dead-lettered or cancelled──> CANCELLED
+    timeouts: never leased by start_deadline ──> DEAD_LETTERED (START_DEADLINE_EXCEEDED)
+              an attempt past max_run_time ──> DEAD_LETTERED (RUN_TIME_EXCEEDED)
 
 Every function returns a new `Job` with `version + 1`; nothing here does I/O.
 A lease is live while the job is LEASED, its token matches, and the clock has
@@ -32,6 +36,8 @@ from dispatcher.domain.models import (
 )
 
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped heartbeating"
+RUN_TIME_EXCEEDED_ERROR = "the attempt ran longer than its max_run_time"
+START_DEADLINE_ERROR = "not leased before its start deadline"
 MAX_ERROR_CHARS = 4096
 
 
@@ -62,11 +68,22 @@ def lease(job: Job, token: str, worker_id: str, now_ms: int, duration_ms: int) -
         started_ms=now_ms,
         lease_token=token,
         lease_holder=worker_id,
-        lease_expires_ms=now_ms + duration_ms,
+        lease_expires_ms=(
+            now_ms + duration_ms
+            if job.max_run_ms is None
+            else min(now_ms + duration_ms, now_ms + job.max_run_ms)
+        ),
         lease_duration_ms=duration_ms,
         progress_percent=0.0,
         progress_message="",
     )
+
+
+def _capped_expiry(job: Job, expiry_ms: int) -> int:
+    """No lease outlives the attempt's maximum run time."""
+    if job.max_run_ms is None or job.started_ms is None:
+        return expiry_ms
+    return min(expiry_ms, job.started_ms + job.max_run_ms)
 
 
 def extend(job: Job, item: HeartbeatItem, now_ms: int) -> Job:
@@ -78,7 +95,7 @@ def extend(job: Job, item: HeartbeatItem, now_ms: int) -> Job:
     duration = item.lease_duration_ms or job.lease_duration_ms
     return replace(
         job,
-        lease_expires_ms=now_ms + duration,
+        lease_expires_ms=_capped_expiry(job, now_ms + duration),
         progress_percent=(
             job.progress_percent if item.progress_percent is None else item.progress_percent
         ),
@@ -133,6 +150,16 @@ def expire(job: Job, now_ms: int, rng: random.Random) -> Job:
         raise InvalidTransition(f"cannot expire a {job.state} job", {"job_id": job.id})
     if job.lease_expires_ms > now_ms:
         raise InvalidTransition("the lease has not expired", {"job_id": job.id})
+    if job.max_run_ms is not None and now_ms >= (job.started_ms or 0) + job.max_run_ms:
+        return replace(
+            job,
+            state=JobState.DEAD_LETTERED,
+            version=job.version + 1,
+            finished_ms=now_ms,
+            lease_expires_ms=None,
+            last_error=RUN_TIME_EXCEEDED_ERROR,
+            terminal_reason=TerminalReason.RUN_TIME_EXCEEDED,
+        )
     return fail(job, LEASE_EXPIRED_ERROR, True, 0, now_ms, rng)
 
 
@@ -170,7 +197,7 @@ def cancel(job: Job, reason: str, now_ms: int) -> Job:
     """
     if job.state is JobState.CANCELLED or (job.state is JobState.LEASED and job.cancel_requested):
         return job
-    if job.state in (JobState.QUEUED, JobState.SCHEDULED):
+    if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING):
         return replace(
             job,
             state=JobState.CANCELLED,
@@ -182,6 +209,51 @@ def cancel(job: Job, reason: str, now_ms: int) -> Job:
     if job.state is JobState.LEASED:
         return replace(job, cancel_requested=True, last_error=reason[:MAX_ERROR_CHARS])
     raise InvalidTransition(f"cannot cancel a {job.state} job", {"job_id": job.id})
+
+
+def past_start_deadline(job: Job, now_ms: int) -> bool:
+    return (
+        job.attempt == 0
+        and job.start_deadline_ms is not None
+        and job.start_deadline_ms <= now_ms
+        and job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING)
+    )
+
+
+def expire_unstarted(job: Job, now_ms: int) -> Job:
+    """QUEUED/SCHEDULED/WAITING, never leased, past its start deadline -> DEAD_LETTERED."""
+    if not past_start_deadline(job, now_ms):
+        raise InvalidTransition("the job is not past its start deadline", {"job_id": job.id})
+    return replace(
+        job,
+        state=JobState.DEAD_LETTERED,
+        version=job.version + 1,
+        finished_ms=now_ms,
+        last_error=START_DEADLINE_ERROR,
+        terminal_reason=TerminalReason.START_DEADLINE_EXCEEDED,
+    )
+
+
+def unblock(job: Job, now_ms: int) -> Job:
+    """WAITING -> QUEUED (or SCHEDULED before run_at): every dependency succeeded."""
+    if job.state is not JobState.WAITING:
+        raise InvalidTransition(f"cannot unblock a {job.state} job", {"job_id": job.id})
+    state = JobState.QUEUED if job.run_at_ms <= now_ms else JobState.SCHEDULED
+    return replace(job, state=state, version=job.version + 1)
+
+
+def fail_dependency(job: Job, dependency_id: str, dependency_state: JobState, now_ms: int) -> Job:
+    """WAITING -> CANCELLED: a job it depends on will never succeed."""
+    if job.state is not JobState.WAITING:
+        raise InvalidTransition(f"cannot cancel a {job.state} job", {"job_id": job.id})
+    return replace(
+        job,
+        state=JobState.CANCELLED,
+        version=job.version + 1,
+        finished_ms=now_ms,
+        last_error=f"dependency {dependency_id} ended {dependency_state.value}",
+        terminal_reason=TerminalReason.DEPENDENCY_FAILED,
+    )
 
 
 def promote(job: Job, now_ms: int) -> Job:

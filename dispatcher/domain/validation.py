@@ -13,13 +13,14 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from dispatcher.domain.errors import FieldViolation, InvalidArgument
-from dispatcher.domain.limits import DAY_MS, Limits
+from dispatcher.domain.limits import DAY_MS, SECOND_MS, YEAR_MS, Limits
 from dispatcher.domain.models import JobSpec, RetryPolicy
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TYPE_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,256}")
 WORKER_RE = re.compile(r"[\x21-\x7e]{1,256}")
 PRINTABLE_RE = re.compile(r"[\x20-\x7e]{1,256}")
+JOB_ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 DEFAULT_NAMESPACE = "default"
 DEFAULT_RETRY = RetryPolicy()
 
@@ -62,7 +63,7 @@ def check_worker_id(value: str) -> None:
 
 
 def check_job_id(value: str, field: str = "job_id") -> None:
-    if not re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", value):
+    if not JOB_ID_RE.fullmatch(value):
         raise InvalidArgument.field(field, "must be a 26-character job id")
 
 
@@ -74,6 +75,13 @@ def check_duration(out: Violations, field: str, value_ms: int, low_ms: int, high
 def spec(s: JobSpec, limits: Limits, prefix: str = "job") -> None:
     """Validate one job spec; raises InvalidArgument listing every bad field."""
     out = Violations()
+    _content(out, s, limits, prefix)
+    _delivery(out, s, limits, prefix)
+    _lifecycle(out, s, prefix)
+    out.raise_if_any()
+
+
+def _content(out: Violations, s: JobSpec, limits: Limits, prefix: str) -> None:
     check_name(s.queue, f"{prefix}.queue", out)
     if not TYPE_RE.fullmatch(s.type):
         out.add(f"{prefix}.type", "must be 1-256 characters of [A-Za-z0-9_.:/-]")
@@ -82,6 +90,11 @@ def spec(s: JobSpec, limits: Limits, prefix: str = "job") -> None:
     if len(s.content_type) > 256:
         out.add(f"{prefix}.content_type", "must be at most 256 characters")
     _metadata(out, f"{prefix}.metadata", s.metadata.items(), limits)
+    if s.idempotency_key and not PRINTABLE_RE.fullmatch(s.idempotency_key):
+        out.add(f"{prefix}.idempotency_key", "must be at most 256 printable ASCII characters")
+
+
+def _delivery(out: Violations, s: JobSpec, limits: Limits, prefix: str) -> None:
     if not 0 <= s.max_attempts <= limits.max_attempts:
         out.add(f"{prefix}.max_attempts", f"must be between 1 and {limits.max_attempts}")
     if s.lease_duration_ms != 0:
@@ -96,11 +109,20 @@ def spec(s: JobSpec, limits: Limits, prefix: str = "job") -> None:
         check_duration(out, f"{prefix}.delay", s.delay_ms, 0, limits.max_delay_ms)
     if s.retry_policy is not None:
         _retry(out, f"{prefix}.retry_policy", s.retry_policy)
+
+
+def _lifecycle(out: Violations, s: JobSpec, prefix: str) -> None:
     if s.callback_url:
         check_callback_url(out, f"{prefix}.callback_url", s.callback_url)
-    if s.idempotency_key and not PRINTABLE_RE.fullmatch(s.idempotency_key):
-        out.add(f"{prefix}.idempotency_key", "must be at most 256 printable ASCII characters")
-    out.raise_if_any()
+    if s.start_within_ms is not None:
+        check_duration(out, f"{prefix}.start_within", s.start_within_ms, SECOND_MS, YEAR_MS)
+    if s.max_run_ms is not None:
+        check_duration(out, f"{prefix}.max_run_time", s.max_run_ms, SECOND_MS, 7 * DAY_MS)
+    if len(s.depends_on) > 100:
+        out.add(f"{prefix}.depends_on", "must name at most 100 jobs")
+    for i, dep in enumerate(s.depends_on[:100]):
+        if not JOB_ID_RE.fullmatch(dep):
+            out.add(f"{prefix}.depends_on[{i}]", "must be a 26-character job id")
 
 
 def check_callback_url(out: Violations, field: str, url: str) -> None:

@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias, TypeVar, Union
 
 from dispatcher import telemetry
@@ -46,12 +46,13 @@ from dispatcher.domain.models import (
     NackItem,
     Settled,
 )
+from dispatcher.service import dependencies
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
-from dispatcher.store.sql.runs import DuplicateKey, RunStore
+from dispatcher.store.sql.runs import DuplicateKey, RunStore, RunsTx
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ class Dispatcher:
                 if spec.queue in full:
                     results[i] = queue_full(spec.queue)
             valid = [v for v in valid if v[1].queue not in full]
-        created = await self._insert_idempotently(ns, valid, now, results)
+        single = field_prefix == "job"
+        created = await self._insert_idempotently(ns, valid, now, results, single)
         await self._index_after_commit(
             self.index.enqueue(
                 created, now, [(j.id, j.namespace, j.queue, j.version) for j in created]
@@ -162,6 +164,7 @@ class Dispatcher:
         valid: list[tuple[int, JobSpec, int]],
         now: int,
         results: list[Outcome[Enqueued] | None],
+        single: bool,
     ) -> list[Job]:
         # A concurrent enqueue on another replica may take an idempotency key
         # between our read and our insert; the unique index then refuses ours
@@ -173,6 +176,7 @@ class Dispatcher:
                     existing = await tx.by_idempotency_keys(ns, keys)
                     created: list[Job] = []
                     released: list[Job] = []
+                    edges: list[tuple[str, str]] = []
                     for i, spec, run_at in valid:
                         key = spec.idempotency_key
                         if key and key in existing:
@@ -187,16 +191,38 @@ class Dispatcher:
                                 continue
                             released.append(existing[key])
                         job = self._new_job(ns, spec, run_at, now)
+                        if spec.depends_on:
+                            try:
+                                prefix = "job" if single else f"jobs[{i}]"
+                                job = await self._with_dependencies(tx, ns, spec, job, prefix)
+                            except InvalidArgument as exc:
+                                results[i] = exc
+                                continue
+                            edges += [(job.id, d) for d in spec.depends_on]
                         if key:
                             existing[key] = job
                         created.append(job)
                         results[i] = Enqueued(job, created=True)
                     await tx.release_idempotency_keys([j.id for j in released])
                     await tx.insert(created)
+                    await tx.add_dependencies(edges)
                 return created
             except DuplicateKey:
                 continue
         raise Unavailable("could not settle a concurrent idempotency key; retry")
+
+    async def _with_dependencies(
+        self, tx: RunsTx, ns: str, spec: JobSpec, job: Job, prefix: str
+    ) -> Job:
+        state, failed = await dependencies.initial_state(tx, ns, spec, prefix)
+        if state is JobState.WAITING:
+            return replace(job, state=JobState.WAITING)
+        if state is JobState.CANCELLED:
+            # Born cancelled: apply the transition to a version-0 draft so that the
+            # row starts at version 1 like every new job.
+            draft = replace(job, state=JobState.WAITING, version=0)
+            return transitions.fail_dependency(draft, failed, JobState.CANCELLED, job.created_ms)
+        return job
 
     def _new_job(self, ns: str, spec: JobSpec, run_at: int, now: int) -> Job:
         return Job(
@@ -218,6 +244,11 @@ class Dispatcher:
             idempotency_key=spec.idempotency_key or None,
             trace_context=telemetry.current_trace_context(),
             callback_url=spec.callback_url,
+            start_deadline_ms=None
+            if spec.start_within_ms is None
+            else run_at + spec.start_within_ms,
+            max_run_ms=spec.max_run_ms,
+            depends_on=list(spec.depends_on),
         )
 
     async def _index_after_commit(self, write: Awaitable[None]) -> None:
@@ -240,7 +271,20 @@ class Dispatcher:
         job = await self.runs.get(job_id)
         if job is None or job.namespace != ns:
             raise JobNotFound("no job with this id", {"job_id": job_id})
-        return job
+        return replace(job, wait_reason=await self._wait_reason(job))
+
+    async def _wait_reason(self, job: Job) -> str:
+        """Why a job that has not started waits, so that a held-back job is never a mystery."""
+        if job.state is JobState.WAITING:
+            states = await self.runs.get_many(job.depends_on)
+            pending = [d for d in job.depends_on if d in states and not states[d].state.terminal]
+            return f"waiting for {len(pending)} dependencies: {', '.join(pending[:5])}"
+        if job.state is JobState.SCHEDULED:
+            return "retry backoff" if job.attempt else "not before run_at"
+        if job.state is JobState.QUEUED:
+            if self.queues is not None and self.queues.settings(job.namespace, job.queue).paused:
+                return "queue paused"
+        return ""
 
     # ---- lease ---------------------------------------------------------
 
@@ -304,6 +348,7 @@ class Dispatcher:
         if not picked:
             return []
         changes: list[JobChange] = []
+        expired: list[JobChange] = []
         stale: list[Job] = []
         async with self.runs.transaction() as tx:
             rows = await tx.lock(picked)
@@ -314,19 +359,24 @@ class Dispatcher:
                 if job.state is not JobState.QUEUED:
                     stale.append(job)
                     continue
+                if transitions.past_start_deadline(job, now):
+                    expired.append(JobChange(job, transitions.expire_unstarted(job, now), now))
+                    continue
                 token = ids.new_lease_token(job.id)
                 after = transitions.lease(
                     job, token, worker, now, duration or job.lease_duration_ms
                 )
                 changes.append(JobChange(job, after, now))
-            await tx.save(changes)
+            expired += await dependencies.propagate(tx, expired, now)
+            await tx.save(changes + expired)
+        stale += [c.after for c in expired]
         for c in changes:
             a = telemetry.attrs(ns, queue)
             telemetry.jobs_leased.add(1, a)
             telemetry.enqueue_to_start.record(max(0, now - c.before.run_at_ms) / 1000, a)
         missing = [i for i in picked if i not in rows]
         fix = stale + [c.after for c in changes if c.after.lease_expires_ms != provisional]
-        await self._index_after_commit(self.index.place(fix, notices(changes)))
+        await self._index_after_commit(self.index.place(fix, notices(changes + expired)))
         if missing:
             await self._index_after_commit(self.index.forget(ns, queue, missing))
         return [
@@ -349,6 +399,7 @@ class Dispatcher:
                 raise JobNotFound("no job with this id", {"job_id": job_id})
             after = transitions.cancel(job, reason or "cancelled", now)
             changes = [] if after is job else [JobChange(job, after, now)]
+            changes += await dependencies.propagate(tx, changes, now)
             await tx.save(changes)
         await self._index_after_commit(
             self.index.place([c.after for c in changes], notices(changes))
@@ -478,6 +529,7 @@ class Dispatcher:
                 if after is not job:
                     changes.append(JobChange(job, after, now))
                     current[job_id] = after
+            changes += await dependencies.propagate(tx, changes, now)
             await tx.save(changes)
         return one_or_many([r for r in results if r is not None]), changes
 

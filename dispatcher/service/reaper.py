@@ -19,6 +19,7 @@ from dispatcher.clock import Clock
 from dispatcher.domain import transitions
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.models import Job, JobChange, JobState
+from dispatcher.service import dependencies
 from dispatcher.service.dispatch import notices
 from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
@@ -35,6 +36,7 @@ class ReapStats:
     promoted: int = 0
     repaired: int = 0
     batches: int = 0
+    deadline_expired: int = 0
 
 
 class Reaper:
@@ -56,6 +58,7 @@ class Reaper:
     async def run_once(self, now_ms: int) -> ReapStats:
         """Handle everything overdue at `now_ms`, a batch at a time."""
         stats = ReapStats()
+        await self._expire_unstarted(now_ms, stats)
         queues = await self.index.queues()
         while queues:
             due, expired = await self.index.overdue(queues, now_ms, self.batch)
@@ -66,7 +69,14 @@ class Reaper:
             # Only queues that filled a whole batch can have more.
             full = {q for q, ids in (*due.items(), *expired.items()) if len(ids) >= self.batch}
             queues = sorted(full)
-        for name in ("expired", "dead_lettered", "promoted", "repaired", "batches"):
+        for name in (
+            "expired",
+            "dead_lettered",
+            "promoted",
+            "repaired",
+            "batches",
+            "deadline_expired",
+        ):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
         return stats
 
@@ -85,6 +95,7 @@ class Reaper:
                 after = self._next(job, now_ms)
                 if after is not None:
                     changes.append(JobChange(job, after, now_ms))
+            changes += await dependencies.propagate(tx, changes, now_ms)
             await tx.save(changes)
         changed = {c.after.id: c.after for c in changes}
         untouched: list[Job] = [j for j in rows.values() if j.id not in changed]
@@ -95,6 +106,8 @@ class Reaper:
             stats.repaired += len(missing)
         stats.repaired += len(untouched)
         for c in changes:
+            if c.before.state is JobState.WAITING:
+                continue  # a dependent moved along with its dependency
             if c.before.state is JobState.SCHEDULED:
                 stats.promoted += 1
                 continue
@@ -108,6 +121,24 @@ class Reaper:
             (c.after.namespace, c.after.queue) for c in changes if c.after.state is JobState.QUEUED
         }:
             self.waiters.notify(ref)
+
+    async def _expire_unstarted(self, now_ms: int, stats: ReapStats) -> None:
+        """Dead-letter jobs that nobody leased before their start deadline (SQL sweep:
+        such a job may sit in a paused queue, or wait on dependencies, outside Redis)."""
+        while ids := await self.runs.past_start_deadline(now_ms, self.batch):
+            async with self.runs.transaction() as tx:
+                rows = await tx.lock(ids)
+                changes = [
+                    JobChange(j, transitions.expire_unstarted(j, now_ms), now_ms)
+                    for j in rows.values()
+                    if transitions.past_start_deadline(j, now_ms)
+                ]
+                changes += await dependencies.propagate(tx, changes, now_ms)
+                await tx.save(changes)
+            await self.index.place([c.after for c in changes], notices(changes))
+            stats.deadline_expired += len(changes)
+            if len(ids) < self.batch or not changes:
+                return
 
     def _next(self, job: Job, now_ms: int) -> Job | None:
         if job.state is JobState.LEASED and (job.lease_expires_ms or 0) <= now_ms:

@@ -32,7 +32,7 @@ from dispatcher.domain.models import (
     Transition,
 )
 from dispatcher.store.sql.engine import is_sqlite
-from dispatcher.store.sql.tables import run_events, runs, webhook_outbox
+from dispatcher.store.sql.tables import job_dependencies, run_events, runs, webhook_outbox
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
 
@@ -109,6 +109,10 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "callback_url": job.callback_url,
         "cancel_requested": job.cancel_requested,
         "terminal_reason": job.terminal_reason.value,
+        "start_deadline_at": job.start_deadline_ms,
+        "max_run_ms": job.max_run_ms,
+        "has_dependents": job.has_dependents,
+        "depends_on": json.dumps(job.depends_on),
     }
 
 
@@ -148,6 +152,10 @@ def row_to_job(r: Row[Any]) -> Job:
         callback_url=m["callback_url"],
         cancel_requested=bool(m["cancel_requested"]),
         terminal_reason=TerminalReason(m["terminal_reason"]),
+        start_deadline_ms=m["start_deadline_at"],
+        max_run_ms=m["max_run_ms"],
+        has_dependents=bool(m["has_dependents"]),
+        depends_on=json.loads(m["depends_on"]),
     )
 
 
@@ -210,6 +218,31 @@ class RunsTx:
         )
         rows = (await self.conn.execute(stmt)).all()
         return {r.idempotency_key: row_to_job(r) for r in rows}
+
+    async def add_dependencies(self, edges: Sequence[tuple[str, str]]) -> None:
+        """Record (job, depends_on) edges and flag the depended-on jobs."""
+        if not edges:
+            return
+        await self.conn.execute(
+            job_dependencies.insert(), [{"job_id": j, "depends_on": d} for j, d in edges]
+        )
+        targets = sorted({d for _, d in edges})
+        await self.conn.execute(
+            update(runs).where(runs.c.id.in_(targets)).values(has_dependents=True)
+        )
+
+    async def dependents_of(self, ids: Sequence[str]) -> list[str]:
+        """Jobs that depend on any of `ids`."""
+        if not ids:
+            return []
+        stmt = select(job_dependencies.c.job_id).where(job_dependencies.c.depends_on.in_(list(ids)))
+        return sorted(set((await self.conn.execute(stmt)).scalars()))
+
+    async def states(self, ids: Sequence[str]) -> dict[str, JobState]:
+        if not ids:
+            return {}
+        stmt = select(runs.c.id, runs.c.state).where(runs.c.id.in_(list(set(ids))))
+        return {r[0]: JobState(r[1]) for r in (await self.conn.execute(stmt)).all()}
 
     async def release_idempotency_keys(self, ids: Sequence[str]) -> None:
         """Free the keys of jobs whose idempotency window has passed."""
@@ -332,6 +365,33 @@ class RunStore:
         stmt = (
             select(runs.c.id)
             .where(runs.c.state == JobState.SCHEDULED.value, runs.c.run_at <= now_ms)
+            .limit(limit)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            return list((await conn.execute(stmt)).scalars())
+
+    async def past_start_deadline(self, now_ms: int, limit: int) -> list[str]:
+        """Jobs never leased whose start deadline has passed."""
+        stmt = (
+            select(runs.c.id)
+            .where(
+                runs.c.start_deadline_at <= now_ms,
+                runs.c.attempt == 0,
+                runs.c.state.in_(
+                    [JobState.QUEUED.value, JobState.SCHEDULED.value, JobState.WAITING.value]
+                ),
+            )
+            .limit(limit)
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            return list((await conn.execute(stmt)).scalars())
+
+    async def finished_before(self, cutoff_ms: int, limit: int) -> list[str]:
+        """Terminal jobs that finished before the cutoff, oldest first."""
+        stmt = (
+            select(runs.c.id)
+            .where(runs.c.finished_at < cutoff_ms)
+            .order_by(runs.c.finished_at)
             .limit(limit)
         )
         async with translate_errors(), self.engine.connect() as conn:

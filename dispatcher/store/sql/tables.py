@@ -62,11 +62,26 @@ runs = Table(
     Column("callback_url", Text, nullable=False, server_default=""),
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
     Column("terminal_reason", String(32), nullable=False, server_default=""),
+    Column("start_deadline_at", BigInteger, nullable=True),  # not leased by then: expired
+    Column("max_run_ms", BigInteger, nullable=True),  # one attempt, across heartbeats
+    Column("has_dependents", Boolean, nullable=False, server_default=false()),
+    Column("depends_on", Text, nullable=False, server_default="[]"),  # JSON list of job ids
     UniqueConstraint("namespace", "idempotency_key", name="uq_runs_idempotency"),
     # Rebuilding the Redis index and the reaper's checks scan live jobs by state.
     Index("ix_runs_state_queue", "state", "namespace", "queue", "priority", "id"),
     # Admin: recent throughput per queue.
     Index("ix_runs_finished", "namespace", "queue", "finished_at"),
+    Index("ix_runs_start_deadline", "start_deadline_at"),
+    Index("ix_runs_finished_at", "finished_at"),  # the retention sweep
+)
+
+# A job waits (WAITING) until every job it depends on succeeded.
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", String(26), primary_key=True),
+    Column("depends_on", String(26), primary_key=True),
+    Index("ix_job_dependencies_on", "depends_on"),
 )
 
 run_events = Table(

@@ -66,7 +66,9 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_DEAD_LETTERED: _JobState.ValueType  # 5
     """Failed for good: attempts exhausted or a Nack without retry. Terminal."""
     JOB_STATE_CANCELLED: _JobState.ValueType  # 6
-    """Cancelled. Terminal. Reserved for the cancellation feature."""
+    """Cancelled (by Cancel, or because a job it depends on failed). Terminal."""
+    JOB_STATE_WAITING: _JobState.ValueType  # 7
+    """Waiting for the jobs it depends on to succeed."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """The states of a job. The state machine is documented once, in
@@ -92,7 +94,9 @@ JOB_STATE_SUCCEEDED: JobState.ValueType  # 4
 JOB_STATE_DEAD_LETTERED: JobState.ValueType  # 5
 """Failed for good: attempts exhausted or a Nack without retry. Terminal."""
 JOB_STATE_CANCELLED: JobState.ValueType  # 6
-"""Cancelled. Terminal. Reserved for the cancellation feature."""
+"""Cancelled (by Cancel, or because a job it depends on failed). Terminal."""
+JOB_STATE_WAITING: JobState.ValueType  # 7
+"""Waiting for the jobs it depends on to succeed."""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _TerminalReason:
@@ -111,6 +115,12 @@ class _TerminalReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Termin
     """Nacked without retry."""
     TERMINAL_REASON_CANCELLED: _TerminalReason.ValueType  # 4
     """Cancelled by Cancel."""
+    TERMINAL_REASON_START_DEADLINE_EXCEEDED: _TerminalReason.ValueType  # 5
+    """Not leased before its start deadline: expired, never run."""
+    TERMINAL_REASON_RUN_TIME_EXCEEDED: _TerminalReason.ValueType  # 6
+    """An attempt ran longer than max_run_time, heartbeats or not."""
+    TERMINAL_REASON_DEPENDENCY_FAILED: _TerminalReason.ValueType  # 7
+    """A job it depends on was dead-lettered or cancelled."""
 
 class TerminalReason(_TerminalReason, metaclass=_TerminalReasonEnumTypeWrapper):
     """Why a job reached its terminal state."""
@@ -125,6 +135,12 @@ TERMINAL_REASON_NOT_RETRYABLE: TerminalReason.ValueType  # 3
 """Nacked without retry."""
 TERMINAL_REASON_CANCELLED: TerminalReason.ValueType  # 4
 """Cancelled by Cancel."""
+TERMINAL_REASON_START_DEADLINE_EXCEEDED: TerminalReason.ValueType  # 5
+"""Not leased before its start deadline: expired, never run."""
+TERMINAL_REASON_RUN_TIME_EXCEEDED: TerminalReason.ValueType  # 6
+"""An attempt ran longer than max_run_time, heartbeats or not."""
+TERMINAL_REASON_DEPENDENCY_FAILED: TerminalReason.ValueType  # 7
+"""A job it depends on was dead-lettered or cancelled."""
 Global___TerminalReason: _TypeAlias = TerminalReason  # noqa: Y015
 
 @_typing.final
@@ -214,6 +230,9 @@ class JobSpec(_message.Message):
     DELAY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    START_WITHIN_FIELD_NUMBER: _builtins.int
+    MAX_RUN_TIME_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Queue name: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit."""
     type: _builtins.str
@@ -258,6 +277,26 @@ class JobSpec(_message.Message):
     def delay(self) -> _duration_pb2.Duration:
         """Relative delay, from 0 to one year."""
 
+    @_builtins.property
+    def start_within(self) -> _duration_pb2.Duration:
+        """If set, the job must be leased within this long after it first becomes
+        ready (run_at), or it is dead-lettered unrun (START_DEADLINE_EXCEEDED).
+        From 1s to one year.
+        """
+
+    @_builtins.property
+    def max_run_time(self) -> _duration_pb2.Duration:
+        """If set, one attempt may run at most this long, heartbeats or not; then it
+        is dead-lettered (RUN_TIME_EXCEEDED). From 1s to 7 days.
+        """
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs (ids, same namespace, at most 100) that must succeed before this one
+        becomes ready. If one of them is dead-lettered or cancelled, this job is
+        cancelled (DEPENDENCY_FAILED).
+        """
+
     def __init__(
         self,
         *,
@@ -274,10 +313,13 @@ class JobSpec(_message.Message):
         delay: _duration_pb2.Duration | None = ...,
         idempotency_key: _builtins.str = ...,
         callback_url: _builtins.str = ...,
+        start_within: _duration_pb2.Duration | None = ...,
+        max_run_time: _duration_pb2.Duration | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "lease_duration", b"lease_duration", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "lease_duration", b"lease_duration", "max_run_time", b"max_run_time", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "start_within", b"start_within"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "content_type", b"content_type", "delay", b"delay", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "content_type", b"content_type", "delay", b"delay", "depends_on", b"depends_on", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_run_time", b"max_run_time", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "start_within", b"start_within", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["run_at", "delay"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
@@ -385,6 +427,10 @@ class Job(_message.Message):
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     TERMINAL_REASON_FIELD_NUMBER: _builtins.int
+    START_DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    MAX_RUN_TIME_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    WAIT_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -412,6 +458,10 @@ class Job(_message.Message):
     cancel_requested: _builtins.bool
     """Set by Cancel on a LEASED job: the worker should stop; its Ack is refused."""
     terminal_reason: Global___TerminalReason.ValueType
+    wait_reason: _builtins.str
+    """Why a job that is not running yet waits (paused queue, dependencies,
+    run_at or backoff); empty when it is next in line.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -440,6 +490,12 @@ class Job(_message.Message):
         worker can run the job in the producer's trace.
         """
 
+    @_builtins.property
+    def start_deadline_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def max_run_time(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -471,10 +527,14 @@ class Job(_message.Message):
         callback_url: _builtins.str = ...,
         cancel_requested: _builtins.bool = ...,
         terminal_reason: Global___TerminalReason.ValueType = ...,
+        start_deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        max_run_time: _duration_pb2.Duration | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        wait_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "lease_duration", b"lease_duration", "next_run_time", b"next_run_time", "progress", b"progress", "retry_policy", b"retry_policy", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "lease_duration", b"lease_duration", "max_run_time", b"max_run_time", "next_run_time", b"next_run_time", "progress", b"progress", "retry_policy", b"retry_policy", "start_deadline_time", b"start_deadline_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_time", b"start_time", "state", b"state", "terminal_reason", b"terminal_reason", "trace_context", b"trace_context", "type", b"type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "create_time", b"create_time", "depends_on", b"depends_on", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "max_run_time", b"max_run_time", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_deadline_time", b"start_deadline_time", "start_time", b"start_time", "state", b"state", "terminal_reason", b"terminal_reason", "trace_context", b"trace_context", "type", b"type", "version", b"version", "wait_reason", b"wait_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,45 @@
+"""Deleting finished jobs past their retention, and delivered webhooks, in bounded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, or_, select
+
+from dispatcher.store.sql.runs import RunsTx
+from dispatcher.store.sql.tables import (
+    job_dependencies,
+    run_events,
+    runs,
+    webhook_attempts,
+    webhook_outbox,
+)
+
+
+async def delete_jobs(tx: RunsTx, ids: Sequence[str]) -> int:
+    """Delete jobs with their events and dependency edges. Returns jobs deleted."""
+    if not ids:
+        return 0
+    ids = list(ids)
+    await tx.conn.execute(delete(run_events).where(run_events.c.job_id.in_(ids)))
+    await tx.conn.execute(
+        delete(job_dependencies).where(
+            or_(job_dependencies.c.job_id.in_(ids), job_dependencies.c.depends_on.in_(ids))
+        )
+    )
+    result = await tx.conn.execute(delete(runs).where(runs.c.id.in_(ids)))
+    return int(result.rowcount or 0)
+
+
+async def delete_settled_webhooks(tx: RunsTx, cutoff_ms: int, limit: int) -> int:
+    """Delete delivered or abandoned outbox rows (and their attempts) created before cutoff."""
+    pick = (
+        select(webhook_outbox.c.id)
+        .where(webhook_outbox.c.state != "pending", webhook_outbox.c.created_at < cutoff_ms)
+        .limit(limit)
+    )
+    ids = list((await tx.conn.execute(pick)).scalars())
+    if ids:
+        await tx.conn.execute(delete(webhook_attempts).where(webhook_attempts.c.outbox_id.in_(ids)))
+        await tx.conn.execute(delete(webhook_outbox).where(webhook_outbox.c.id.in_(ids)))
+    return len(ids)
