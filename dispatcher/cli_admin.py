@@ -90,9 +90,15 @@ def add_commands(sub: Any) -> None:
     p = common(sub.add_parser("resume", help="grant leases from a paused queue again"))
     p.add_argument("--queue", required=True)
     p.set_defaults(run=cmd_resume)
-    p = common(sub.add_parser("limits", help="set a queue's maximum depth (0: none)"))
+    p = common(sub.add_parser("limits", help="set a queue's limits (0 removes one)"))
     p.add_argument("--queue", required=True)
-    p.add_argument("--max-depth", type=int, required=True)
+    p.add_argument("--max-depth", type=int, help="most QUEUED + SCHEDULED jobs")
+    p.add_argument("--max-concurrency", type=int, help="most jobs leased at once")
+    p.add_argument("--rate", type=float, help="most leases per second")
+    p.add_argument("--burst", type=int, help="leases allowed at once above the rate")
+    p.add_argument("--key-max-concurrency", type=int, help="the same, per concurrency key")
+    p.add_argument("--key-rate", type=float, help="leases per second, per concurrency key")
+    p.add_argument("--key-burst", type=int, help="burst per concurrency key")
     p.set_defaults(run=cmd_limits)
     p = common(sub.add_parser("cancel", help="cancel a job"))
     p.add_argument("job_id")
@@ -327,13 +333,27 @@ def cmd_resume(args: argparse.Namespace, channel: grpc.Channel) -> int:
     return _emit(args, resp, lambda: print(f"resumed {args.queue}"))
 
 
+LIMIT_FLAGS = {
+    "max_depth": "max_depth",
+    "max_concurrency": "max_concurrency",
+    "rate": "rate_per_second",
+    "burst": "burst",
+    "key_max_concurrency": "key_max_concurrency",
+    "key_rate": "key_rate_per_second",
+    "key_burst": "key_burst",
+}
+
+
 def cmd_limits(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    given = {f: getattr(args, a) for a, f in LIMIT_FLAGS.items() if getattr(args, a) is not None}
+    if not given:
+        print("name at least one limit (see --help)", file=sys.stderr)
+        return 2
     stub = admin_pb2_grpc.AdminServiceStub(channel)
-    request = apb.SetQueueLimitsRequest(
-        namespace=args.namespace, queue=args.queue, max_depth=args.max_depth
-    )
+    request = apb.SetQueueLimitsRequest(namespace=args.namespace, queue=args.queue, **given)
     resp = stub.SetQueueLimits(request, timeout=TIMEOUT_S)
-    return _emit(args, resp, lambda: print(f"{args.queue}: max depth {args.max_depth or 'none'}"))
+    summary = ", ".join(f"{k}={v}" for k, v in given.items())
+    return _emit(args, resp, lambda: print(f"{args.queue}: {summary}"))
 
 
 def cmd_cancel(args: argparse.Namespace, channel: grpc.Channel) -> int:

@@ -63,7 +63,8 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     async def SetQueueLimits(
         self, request: apb.SetQueueLimitsRequest, context: Context
     ) -> apb.SetQueueLimitsResponse:
-        await self._admin.queues.set_max_depth(request.namespace, request.queue, request.max_depth)
+        limits = convert.to_domain_limits(request)
+        await self._admin.queues.set_limits(request.namespace, request.queue, limits)
         return apb.SetQueueLimitsResponse()
 
     async def ListWorkers(

@@ -116,6 +116,7 @@ def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
         start_within_ms=_ms(s.start_within) if s.HasField("start_within") else None,
         max_run_ms=_ms(s.max_run_time) if s.HasField("max_run_time") else None,
         depends_on=list(s.depends_on),
+        concurrency_key=s.concurrency_key,
     )
 
 
@@ -175,6 +176,7 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         max_run_time=_dur(j.max_run_ms) if j.max_run_ms is not None else None,
         depends_on=j.depends_on,
         wait_reason=j.wait_reason,
+        concurrency_key=j.concurrency_key,
     )
 
 
@@ -365,6 +367,7 @@ def to_proto_queues(page: m.Page) -> apb.ListQueuesResponse:
                 dead_lettered_last_minute=q.dead_lettered_last_minute,
                 paused=q.paused,
                 max_depth=q.max_depth,
+                **_limits_to_proto(q.settings),  # type: ignore[arg-type]
             )
             for q in page.items
         ],
@@ -400,3 +403,26 @@ def to_proto_workers(workers: Sequence[m.WorkerInfo]) -> apb.ListWorkersResponse
 
 def to_proto_cancel(job: m.Job) -> pb.CancelResponse:
     return pb.CancelResponse(job=to_proto_job(job))
+
+
+# Proto field of SetQueueLimitsRequest / QueueStats -> QueueSettings attribute.
+LIMIT_FIELDS = {
+    "max_depth": "max_depth",
+    "max_concurrency": "max_concurrency",
+    "rate_per_second": "rate_per_s",
+    "burst": "burst",
+    "key_max_concurrency": "key_max_concurrency",
+    "key_rate_per_second": "key_rate_per_s",
+    "key_burst": "key_burst",
+}
+
+
+def to_domain_limits(r: apb.SetQueueLimitsRequest) -> dict[str, float]:
+    """Only the fields the caller set."""
+    return {attr: getattr(r, f) for f, attr in LIMIT_FIELDS.items() if r.HasField(f)}  # type: ignore[arg-type]
+
+
+def _limits_to_proto(s: m.QueueSettings | None) -> dict[str, float]:
+    if s is None:
+        return {}
+    return {f: getattr(s, attr) for f, attr in LIMIT_FIELDS.items() if f != "max_depth"}

@@ -85,6 +85,7 @@ class JobSpec:
     start_within_ms: int | None = None
     max_run_ms: int | None = None
     depends_on: list[str] = field(default_factory=list)
+    concurrency_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class Job:
     max_run_ms: int | None = None
     depends_on: list[str] = field(default_factory=list)
     has_dependents: bool = False
+    concurrency_key: str = ""
     # Computed when read (GetStatus), never stored: why a waiting job waits.
     wait_reason: str = ""
 
@@ -264,6 +266,13 @@ class QueueSettings:
     name: str
     paused: bool = False
     max_depth: int = 0  # 0: unbounded
+    # Limits enforced at lease time by lease.lua; 0 means none.
+    max_concurrency: int = 0
+    rate_per_s: float = 0.0
+    burst: int = 0
+    key_max_concurrency: int = 0  # for each concurrency key of the queue
+    key_rate_per_s: float = 0.0
+    key_burst: int = 0
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,7 @@ class QueueStats:
     dead_lettered_last_minute: int = 0
     paused: bool = False
     max_depth: int = 0
+    settings: QueueSettings | None = None
 
 
 @dataclass(frozen=True)

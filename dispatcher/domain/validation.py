@@ -20,6 +20,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TYPE_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,256}")
 WORKER_RE = re.compile(r"[\x21-\x7e]{1,256}")
 PRINTABLE_RE = re.compile(r"[\x20-\x7e]{1,256}")
+CONCURRENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,128}")
 JOB_ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 DEFAULT_NAMESPACE = "default"
 DEFAULT_RETRY = RetryPolicy()
@@ -92,6 +93,8 @@ def _content(out: Violations, s: JobSpec, limits: Limits, prefix: str) -> None:
     _metadata(out, f"{prefix}.metadata", s.metadata.items(), limits)
     if s.idempotency_key and not PRINTABLE_RE.fullmatch(s.idempotency_key):
         out.add(f"{prefix}.idempotency_key", "must be at most 256 printable ASCII characters")
+    if s.concurrency_key and not CONCURRENCY_KEY_RE.fullmatch(s.concurrency_key):
+        out.add(f"{prefix}.concurrency_key", "must be at most 128 printable ASCII characters")
 
 
 def _delivery(out: Violations, s: JobSpec, limits: Limits, prefix: str) -> None:

@@ -102,6 +102,7 @@ class Admin:
             dead_lettered_last_minute=recent.get(JobState.DEAD_LETTERED.value, 0),
             paused=settings.paused,
             max_depth=settings.max_depth,
+            settings=settings,
         )
 
     async def list_jobs(

@@ -244,6 +244,7 @@ class Dispatcher:
             idempotency_key=spec.idempotency_key or None,
             trace_context=telemetry.current_trace_context(),
             callback_url=spec.callback_url,
+            concurrency_key=spec.concurrency_key,
             start_deadline_ms=None
             if spec.start_within_ms is None
             else run_at + spec.start_within_ms,
@@ -281,9 +282,18 @@ class Dispatcher:
             return f"waiting for {len(pending)} dependencies: {', '.join(pending[:5])}"
         if job.state is JobState.SCHEDULED:
             return "retry backoff" if job.attempt else "not before run_at"
-        if job.state is JobState.QUEUED:
-            if self.queues is not None and self.queues.settings(job.namespace, job.queue).paused:
+        if job.state is JobState.QUEUED and self.queues is not None:
+            settings = self.queues.settings(job.namespace, job.queue)
+            if settings.paused:
                 return "queue paused"
+            if job.concurrency_key and settings.key_max_concurrency:
+                held = await self.index.key_leased_count(
+                    job.namespace, job.queue, job.concurrency_key
+                )
+                if held >= settings.key_max_concurrency:
+                    return f"concurrency limit of key {job.concurrency_key!r}: {held} leased"
+            if settings.max_concurrency or settings.rate_per_s or settings.key_rate_per_s:
+                return "queue limits may hold it back (concurrency or rate)"
         return ""
 
     # ---- lease ---------------------------------------------------------
@@ -344,7 +354,7 @@ class Dispatcher:
     ) -> list[GrantedLease]:
         now = self.clock.now_ms()
         provisional = now + (duration or self.limits.default_lease_ms)
-        picked = await self.index.lease(ns, queue, want, provisional)
+        picked = await self.index.lease(ns, queue, want, provisional, now)
         if not picked:
             return []
         changes: list[JobChange] = []

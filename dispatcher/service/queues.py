@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dispatcher.clock import Clock
 from dispatcher.domain import validation
-from dispatcher.domain.errors import DispatchError, InvalidArgument, QueueFull
+from dispatcher.domain.errors import DispatchError, QueueFull
 from dispatcher.domain.models import JobSpec, QueueSettings
 from dispatcher.store.redis.index import RedisIndex
 from dispatcher.store.sql import queues as sql_queues
@@ -29,6 +30,16 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 2.0
 RETRY_AFTER_MS = 1000
 MAX_DEPTH_LIMIT = 100_000_000
+MAX_LIMIT = 1_000_000
+LIMITS = {
+    "max_depth",
+    "max_concurrency",
+    "rate_per_s",
+    "burst",
+    "key_max_concurrency",
+    "key_rate_per_s",
+    "key_burst",
+}
 
 
 @dataclass
@@ -42,7 +53,7 @@ class QueueControl:
         """Reload every queue's settings from SQL and mirror the paused flags to Redis."""
         settings = await sql_queues.all_settings(self.runs)
         self.cache = {(s.namespace, s.name): s for s in settings}
-        await self.index.set_paused([(s.namespace, s.name, s.paused) for s in settings])
+        await self.index.mirror_settings(settings)
 
     def settings(self, ns: str, queue: str) -> QueueSettings:
         return self.cache.get((ns, queue), QueueSettings(ns, queue))
@@ -52,10 +63,10 @@ class QueueControl:
         validation.check_name(queue, "queue")
         now = self.clock.now_ms()
         async with self.runs.transaction() as tx:
-            new = await sql_queues.upsert(tx, ns, queue, now, **kw)  # type: ignore[arg-type]
+            new = await sql_queues.upsert(tx, ns, queue, now, **kw)
             await audit(tx, now, action, ns, queue, {k: v for k, v in kw.items()})
         self.cache[(ns, queue)] = new
-        await self.index.set_paused([(ns, queue, new.paused)])
+        await self.index.mirror_settings([new])
         return new
 
     async def pause(self, ns: str, queue: str) -> QueueSettings:
@@ -65,9 +76,19 @@ class QueueControl:
         return await self._change("resume_queue", ns, queue, paused=False)
 
     async def set_max_depth(self, ns: str, queue: str, max_depth: int) -> QueueSettings:
-        if not 0 <= max_depth <= MAX_DEPTH_LIMIT:
-            raise InvalidArgument.field("max_depth", f"must be between 0 and {MAX_DEPTH_LIMIT}")
-        return await self._change("set_queue_limits", ns, queue, max_depth=max_depth)
+        return await self.set_limits(ns, queue, {"max_depth": max_depth})
+
+    async def set_limits(self, ns: str, queue: str, limits: dict[str, float]) -> QueueSettings:
+        """Set any of max_depth and the lease limits (0 removes a limit)."""
+        out = validation.Violations()
+        for name, value in limits.items():
+            high = MAX_DEPTH_LIMIT if name == "max_depth" else MAX_LIMIT
+            if name not in LIMITS:
+                out.add(name, "is not a queue limit")
+            elif not (math.isfinite(value) and 0 <= value <= high):
+                out.add(name, f"must be between 0 and {high}")
+        out.raise_if_any()
+        return await self._change("set_queue_limits", ns, queue, **limits)
 
     async def full_queues(self, ns: str, specs: Sequence[JobSpec]) -> set[str]:
         """The queues among `specs` that these jobs would push past their maximum depth."""

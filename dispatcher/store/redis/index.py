@@ -17,7 +17,7 @@ from redis import exceptions as redis_errors
 
 from dispatcher import telemetry
 from dispatcher.domain.errors import Unavailable
-from dispatcher.domain.models import Job, JobState
+from dispatcher.domain.models import Job, JobState, QueueSettings
 from dispatcher.store.redis.keys import Keys
 from dispatcher.store.redis.scripts import Scripts
 
@@ -66,8 +66,15 @@ class RedisIndex:
         self.scripts = Scripts.register(client)
 
     def _queue_keys(self, ns: str, q: str) -> list[str]:
+        """The keys of place.lua and remove.lua."""
         k = self.keys
-        return [k.ready(ns, q), k.scheduled(ns, q), k.leased(ns, q)]
+        return [
+            k.ready(ns, q),
+            k.scheduled(ns, q),
+            k.leased(ns, q),
+            k.job_keys(ns, q),
+            k.key_leased(ns, q),
+        ]
 
     def _notify(self, pipe: Any, notices: Sequence[Notice]) -> None:
         if notices:
@@ -82,9 +89,13 @@ class RedisIndex:
                 ref = Keys.queue_ref(ns, q)
                 args: list[Any] = [now_ms, self.keys.wake_channel(), ref]
                 for j in group:
-                    args += [j.id, int(j.priority), j.run_at_ms]
+                    args += [j.id, int(j.priority), j.run_at_ms, j.concurrency_key]
                 await self.scripts.enqueue(
-                    keys=[self.keys.ready(ns, q), self.keys.scheduled(ns, q)],
+                    keys=[
+                        self.keys.ready(ns, q),
+                        self.keys.scheduled(ns, q),
+                        self.keys.job_keys(ns, q),
+                    ],
                     args=args,
                     client=pipe,
                 )
@@ -92,15 +103,23 @@ class RedisIndex:
             self._notify(pipe, notices)
             await pipe.execute()
 
-    async def lease(self, ns: str, queue: str, n: int, expire_ms: int) -> list[str]:
-        """Pop up to n ready jobs into the leased set (provisionally, until SQL confirms)."""
+    async def lease(self, ns: str, queue: str, n: int, expire_ms: int, now_ms: int) -> list[str]:
+        """Pop up to n ready jobs into the leased set (provisionally, until SQL confirms),
+        within the queue's pause flag and limits."""
+        k = self.keys
         async with translate_errors("lease"):
             keys = [
-                self.keys.ready(ns, queue),
-                self.keys.leased(ns, queue),
-                self.keys.paused(ns, queue),
+                k.ready(ns, queue),
+                k.leased(ns, queue),
+                k.paused(ns, queue),
+                k.limits(ns, queue),
+                k.bucket(ns, queue),
+                k.job_keys(ns, queue),
+                k.key_leased(ns, queue),
+                k.key_tokens(ns, queue),
+                k.key_refill(ns, queue),
             ]
-            ids = await self.scripts.lease(keys=keys, args=[n, expire_ms])
+            ids = await self.scripts.lease(keys=keys, args=[n, expire_ms, now_ms])
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
     async def extend(self, jobs: Sequence[Job]) -> None:
@@ -131,7 +150,7 @@ class RedisIndex:
                     args: list[Any] = [self.keys.wake_channel(), ref]
                     for j in live:
                         where, score = placement(j)
-                        args += [j.id, where, score]
+                        args += [j.id, where, score, j.concurrency_key]
                     await self.scripts.place(keys=self._queue_keys(ns, q), args=args, client=pipe)
                     pipe.sadd(self.keys.queues(), ref)
             self._notify(pipe, notices)
@@ -174,7 +193,7 @@ class RedisIndex:
         """Counts of ready, scheduled and leased entries of one queue."""
         async with translate_errors():
             pipe = self.client.pipeline(transaction=False)
-            for key in self._queue_keys(ns, queue):
+            for key in self._queue_keys(ns, queue)[:3]:
                 pipe.zcard(key)
             r, s, lz = await pipe.execute()
         return int(r), int(s), int(lz)
@@ -193,18 +212,34 @@ class RedisIndex:
             for r in range(4)
         ]
 
-    async def set_paused(self, flags: Sequence[tuple[str, str, bool]]) -> None:
-        """Mirror the paused flags of queues (namespace, queue, paused) from SQL."""
-        if not flags:
+    async def mirror_settings(self, settings: Sequence[QueueSettings]) -> None:
+        """Copy queue settings from SQL: the paused flag and the limits lease.lua reads."""
+        if not settings:
             return
         async with translate_errors():
             pipe = self.client.pipeline(transaction=False)
-            for ns, q, paused in flags:
-                if paused:
+            for st in settings:
+                ns, q = st.namespace, st.name
+                if st.paused:
                     pipe.set(self.keys.paused(ns, q), 1)
                 else:
                     pipe.delete(self.keys.paused(ns, q))
+                pipe.hset(
+                    self.keys.limits(ns, q),
+                    mapping={
+                        "max_concurrency": st.max_concurrency,
+                        "rate": st.rate_per_s,
+                        "burst": st.burst,
+                        "key_max_concurrency": st.key_max_concurrency,
+                        "key_rate": st.key_rate_per_s,
+                        "key_burst": st.key_burst,
+                    },
+                )
             await pipe.execute()
+
+    async def key_leased_count(self, ns: str, queue: str, ckey: str) -> int:
+        async with translate_errors():
+            return int(await self.client.hget(self.keys.key_leased(ns, queue), ckey) or 0)
 
     async def time_ms(self) -> int:
         async with translate_errors():
@@ -246,7 +281,7 @@ class RedisIndex:
         async with translate_errors():
             pipe = self.client.pipeline(transaction=False)
             for j in jobs:
-                for key in self._queue_keys(j.namespace, j.queue):
+                for key in self._queue_keys(j.namespace, j.queue)[:3]:
                     pipe.zscore(key, j.id)
             replies = await pipe.execute()
         out: list[tuple[str, int | None]] = []

@@ -7,6 +7,12 @@ Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
     P:{T}:scheduled   ZSET  score = run_at (ms), member = job id
     P:{T}:leased      ZSET  score = lease expiry (ms), member = job id
     P:{T}:paused      STRING present while the queue is paused (lease.lua grants nothing)
+    P:{T}:limits      HASH  max_concurrency, rate, burst, key_max_concurrency, key_rate, key_burst
+    P:{T}:bucket      HASH  tokens, ts: the queue's lease-rate token bucket
+    P:{T}:jobkey      HASH  job id -> concurrency key, for indexed jobs that have one
+    P:{T}:keyleased   HASH  concurrency key -> jobs of that key in the leased set
+    P:{T}:keytokens   HASH  concurrency key -> tokens of its lease-rate bucket
+    P:{T}:keyrefill   HASH  concurrency key -> when its bucket was last refilled (ms)
     P:queues          SET   every T that has ever held a job (for the reaper)
     P:workers:N       ZSET  score = last seen (ms), member = worker id, per namespace N
     P:index:built     STRING present once the index has been built from SQL
@@ -57,6 +63,24 @@ class Keys:
 
     def paused(self, namespace: str, queue: str) -> str:
         return self._queue_key(namespace, queue, "paused")
+
+    def limits(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "limits")
+
+    def bucket(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "bucket")
+
+    def job_keys(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "jobkey")
+
+    def key_leased(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "keyleased")
+
+    def key_tokens(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "keytokens")
+
+    def key_refill(self, namespace: str, queue: str) -> str:
+        return self._queue_key(namespace, queue, "keyrefill")
 
     def queues(self) -> str:
         return f"{self.prefix}:queues"

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import select, update
 
 from dispatcher.domain.models import QueueSettings
 from dispatcher.store.sql.runs import RunStore, RunsTx, translate_errors
 from dispatcher.store.sql.tables import queue_settings
 
+LIMIT_FIELDS = (
+    "max_depth",
+    "max_concurrency",
+    "rate_per_s",
+    "burst",
+    "key_max_concurrency",
+    "key_rate_per_s",
+    "key_burst",
+)
+
 
 def _settings(r: object) -> QueueSettings:
     m = r._mapping  # type: ignore[attr-defined]
-    return QueueSettings(m["namespace"], m["queue"], bool(m["paused"]), int(m["max_depth"]))
+    return QueueSettings(
+        m["namespace"], m["queue"], bool(m["paused"]), **{f: m[f] for f in LIMIT_FIELDS}
+    )
 
 
 async def all_settings(store: RunStore) -> list[QueueSettings]:
@@ -20,26 +34,14 @@ async def all_settings(store: RunStore) -> list[QueueSettings]:
     return [_settings(r) for r in rows]
 
 
-async def upsert(
-    tx: RunsTx,
-    ns: str,
-    queue: str,
-    now_ms: int,
-    *,
-    paused: bool | None = None,
-    max_depth: int | None = None,
-) -> QueueSettings:
+async def upsert(tx: RunsTx, ns: str, queue: str, now_ms: int, **changes: object) -> QueueSettings:
     """Change some settings of a queue (creating its row), locked for the transaction."""
     key = (queue_settings.c.namespace == ns) & (queue_settings.c.queue == queue)
     row = (await tx.conn.execute(select(queue_settings).where(key).with_for_update())).first()
     current = _settings(row) if row is not None else QueueSettings(ns, queue)
-    new = QueueSettings(
-        ns,
-        queue,
-        current.paused if paused is None else paused,
-        current.max_depth if max_depth is None else max_depth,
-    )
-    values = {"paused": new.paused, "max_depth": new.max_depth, "updated_at": now_ms}
+    new = replace(current, **changes)  # type: ignore[arg-type]
+    values = {"paused": new.paused, "updated_at": now_ms}
+    values.update({f: getattr(new, f) for f in LIMIT_FIELDS})
     if row is None:
         await tx.conn.execute(queue_settings.insert().values(namespace=ns, queue=queue, **values))
     else:

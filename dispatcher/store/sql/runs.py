@@ -113,6 +113,7 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "max_run_ms": job.max_run_ms,
         "has_dependents": job.has_dependents,
         "depends_on": json.dumps(job.depends_on),
+        "concurrency_key": job.concurrency_key,
     }
 
 
@@ -156,6 +157,7 @@ def row_to_job(r: Row[Any]) -> Job:
         max_run_ms=m["max_run_ms"],
         has_dependents=bool(m["has_dependents"]),
         depends_on=json.loads(m["depends_on"]),
+        concurrency_key=m["concurrency_key"],
     )
 
 

@@ -66,6 +66,7 @@ runs = Table(
     Column("max_run_ms", BigInteger, nullable=True),  # one attempt, across heartbeats
     Column("has_dependents", Boolean, nullable=False, server_default=false()),
     Column("depends_on", Text, nullable=False, server_default="[]"),  # JSON list of job ids
+    Column("concurrency_key", String(128), nullable=False, server_default=""),
     UniqueConstraint("namespace", "idempotency_key", name="uq_runs_idempotency"),
     # Rebuilding the Redis index and the reaper's checks scan live jobs by state.
     Index("ix_runs_state_queue", "state", "namespace", "queue", "priority", "id"),
@@ -148,4 +149,11 @@ queue_settings = Table(
     Column("paused", Boolean, nullable=False),
     Column("max_depth", BigInteger, nullable=False),  # 0: unbounded
     Column("updated_at", BigInteger, nullable=False),
+    # Lease limits (0: none); the key_* ones apply to each concurrency key.
+    Column("max_concurrency", BigInteger, nullable=False, server_default="0"),
+    Column("rate_per_s", Float, nullable=False, server_default="0"),
+    Column("burst", BigInteger, nullable=False, server_default="0"),
+    Column("key_max_concurrency", BigInteger, nullable=False, server_default="0"),
+    Column("key_rate_per_s", Float, nullable=False, server_default="0"),
+    Column("key_burst", BigInteger, nullable=False, server_default="0"),
 )

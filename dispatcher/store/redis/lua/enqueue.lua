@@ -1,17 +1,20 @@
 -- enqueue: index new jobs of one queue as ready or scheduled.
--- KEYS[1] ready ZSET, KEYS[2] scheduled ZSET
+-- KEYS[1] ready ZSET, KEYS[2] scheduled ZSET, KEYS[3] job -> concurrency key HASH
 -- ARGV[1] now (ms), ARGV[2] wake channel, ARGV[3] wake message (the queue ref),
--- ARGV[4..] triples: job id, priority rank, run_at (ms)
+-- ARGV[4..] quadruples: job id, priority rank, run_at (ms), concurrency key ("" for none)
 -- Returns the number of jobs made ready; publishes one wake-up if any.
 local now = tonumber(ARGV[1])
 local ready = 0
-for i = 4, #ARGV, 3 do
-  local id, rank, run_at = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+for i = 4, #ARGV, 4 do
+  local id, rank, run_at, ckey = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
   if run_at <= now then
     redis.call('ZADD', KEYS[1], rank, id)
     ready = ready + 1
   else
     redis.call('ZADD', KEYS[2], run_at, id)
+  end
+  if ckey ~= '' then
+    redis.call('HSET', KEYS[3], id, ckey)
   end
 end
 if ready > 0 then

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ispatch/v1/admin.proto\x12\x0b\x64ispatch.v1\x1a\x15\x64ispatch/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x11ListQueuesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb8\x01\n\rPriorityStats\x12\'\n\x08priority\x18\x01 \x01(\x0e\x32\x15.dispatch.v1.Priority\x12\x0e\n\x06queued\x18\x02 \x01(\x03\x12\x11\n\tscheduled\x18\x03 \x01(\x03\x12\x0e\n\x06leased\x18\x04 \x01(\x03\x12\x15\n\rdead_lettered\x18\x05 \x01(\x03\x12\x34\n\x11oldest_queued_age\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc2\x01\n\nQueueStats\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\npriorities\x18\x03 \x03(\x0b\x32\x1a.dispatch.v1.PriorityStats\x12\x1d\n\x15succeeded_last_minute\x18\x04 \x01(\x03\x12!\n\x19\x64\x65\x61\x64_lettered_last_minute\x18\x05 \x01(\x03\x12\x0e\n\x06paused\x18\x06 \x01(\x08\x12\x11\n\tmax_depth\x18\x07 \x01(\x03\"V\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.dispatch.v1.QueueStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x01\n\x0fListJobsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.dispatch.v1.JobState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.dispatch.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x18RetryDeadLetteredRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\",\n\x19RetryDeadLetteredResponse\x12\x0f\n\x07retried\x18\x01 \x01(\x03\"\\\n\x11PurgeQueueRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.dispatch.v1.JobState\"$\n\x12PurgeQueueResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\"\'\n\x12ListWorkersRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"h\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x32\n\x0elast_seen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bleases_held\x18\x03 \x01(\x03\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.dispatch.v1.WorkerInfo\"5\n\x11PauseQueueRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\"\x14\n\x12PauseQueueResponse\"6\n\x12ResumeQueueRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\"\x15\n\x13ResumeQueueResponse\"L\n\x15SetQueueLimitsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x11\n\tmax_depth\x18\x03 \x01(\x03\"\x18\n\x16SetQueueLimitsResponse2\xa7\x05\n\x0c\x41\x64minService\x12M\n\nListQueues\x12\x1e.dispatch.v1.ListQueuesRequest\x1a\x1f.dispatch.v1.ListQueuesResponse\x12G\n\x08ListJobs\x12\x1c.dispatch.v1.ListJobsRequest\x1a\x1d.dispatch.v1.ListJobsResponse\x12\x62\n\x11RetryDeadLettered\x12%.dispatch.v1.RetryDeadLetteredRequest\x1a&.dispatch.v1.RetryDeadLetteredResponse\x12M\n\nPurgeQueue\x12\x1e.dispatch.v1.PurgeQueueRequest\x1a\x1f.dispatch.v1.PurgeQueueResponse\x12M\n\nPauseQueue\x12\x1e.dispatch.v1.PauseQueueRequest\x1a\x1f.dispatch.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.dispatch.v1.ResumeQueueRequest\x1a .dispatch.v1.ResumeQueueResponse\x12Y\n\x0eSetQueueLimits\x12\".dispatch.v1.SetQueueLimitsRequest\x1a#.dispatch.v1.SetQueueLimitsResponse\x12P\n\x0bListWorkers\x12\x1f.dispatch.v1.ListWorkersRequest\x1a .dispatch.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ispatch/v1/admin.proto\x12\x0b\x64ispatch.v1\x1a\x15\x64ispatch/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x11ListQueuesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb8\x01\n\rPriorityStats\x12\'\n\x08priority\x18\x01 \x01(\x0e\x32\x15.dispatch.v1.Priority\x12\x0e\n\x06queued\x18\x02 \x01(\x03\x12\x11\n\tscheduled\x18\x03 \x01(\x03\x12\x0e\n\x06leased\x18\x04 \x01(\x03\x12\x15\n\rdead_lettered\x18\x05 \x01(\x03\x12\x34\n\x11oldest_queued_age\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd0\x02\n\nQueueStats\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\npriorities\x18\x03 \x03(\x0b\x32\x1a.dispatch.v1.PriorityStats\x12\x1d\n\x15succeeded_last_minute\x18\x04 \x01(\x03\x12!\n\x19\x64\x65\x61\x64_lettered_last_minute\x18\x05 \x01(\x03\x12\x0e\n\x06paused\x18\x06 \x01(\x08\x12\x11\n\tmax_depth\x18\x07 \x01(\x03\x12\x17\n\x0fmax_concurrency\x18\x08 \x01(\x03\x12\x17\n\x0frate_per_second\x18\t \x01(\x01\x12\r\n\x05\x62urst\x18\n \x01(\x03\x12\x1b\n\x13key_max_concurrency\x18\x0b \x01(\x03\x12\x1b\n\x13key_rate_per_second\x18\x0c \x01(\x01\x12\x11\n\tkey_burst\x18\r \x01(\x03\"V\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.dispatch.v1.QueueStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x01\n\x0fListJobsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.dispatch.v1.JobState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.dispatch.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x18RetryDeadLetteredRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\",\n\x19RetryDeadLetteredResponse\x12\x0f\n\x07retried\x18\x01 \x01(\x03\"\\\n\x11PurgeQueueRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.dispatch.v1.JobState\"$\n\x12PurgeQueueResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x03\"\'\n\x12ListWorkersRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"h\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x32\n\x0elast_seen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bleases_held\x18\x03 \x01(\x03\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.dispatch.v1.WorkerInfo\"5\n\x11PauseQueueRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\"\x14\n\x12PauseQueueResponse\"6\n\x12ResumeQueueRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\"\x15\n\x13ResumeQueueResponse\"\xfb\x02\n\x15SetQueueLimitsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x16\n\tmax_depth\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x1c\n\x0frate_per_second\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05\x62urst\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12 \n\x13key_max_concurrency\x18\x07 \x01(\x03H\x04\x88\x01\x01\x12 \n\x13key_rate_per_second\x18\x08 \x01(\x01H\x05\x88\x01\x01\x12\x16\n\tkey_burst\x18\t \x01(\x03H\x06\x88\x01\x01\x42\x0c\n\n_max_depthB\x12\n\x10_max_concurrencyB\x12\n\x10_rate_per_secondB\x08\n\x06_burstB\x16\n\x14_key_max_concurrencyB\x16\n\x14_key_rate_per_secondB\x0c\n\n_key_burst\"\x18\n\x16SetQueueLimitsResponse2\xa7\x05\n\x0c\x41\x64minService\x12M\n\nListQueues\x12\x1e.dispatch.v1.ListQueuesRequest\x1a\x1f.dispatch.v1.ListQueuesResponse\x12G\n\x08ListJobs\x12\x1c.dispatch.v1.ListJobsRequest\x1a\x1d.dispatch.v1.ListJobsResponse\x12\x62\n\x11RetryDeadLettered\x12%.dispatch.v1.RetryDeadLetteredRequest\x1a&.dispatch.v1.RetryDeadLetteredResponse\x12M\n\nPurgeQueue\x12\x1e.dispatch.v1.PurgeQueueRequest\x1a\x1f.dispatch.v1.PurgeQueueResponse\x12M\n\nPauseQueue\x12\x1e.dispatch.v1.PauseQueueRequest\x1a\x1f.dispatch.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.dispatch.v1.ResumeQueueRequest\x1a .dispatch.v1.ResumeQueueResponse\x12Y\n\x0eSetQueueLimits\x12\".dispatch.v1.SetQueueLimitsRequest\x1a#.dispatch.v1.SetQueueLimitsResponse\x12P\n\x0bListWorkers\x12\x1f.dispatch.v1.ListWorkersRequest\x1a .dispatch.v1.ListWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,39 +39,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRIORITYSTATS']._serialized_start=208
   _globals['_PRIORITYSTATS']._serialized_end=392
   _globals['_QUEUESTATS']._serialized_start=395
-  _globals['_QUEUESTATS']._serialized_end=589
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=591
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=677
-  _globals['_LISTJOBSREQUEST']._serialized_start=680
-  _globals['_LISTJOBSREQUEST']._serialized_end=808
-  _globals['_LISTJOBSRESPONSE']._serialized_start=810
-  _globals['_LISTJOBSRESPONSE']._serialized_end=885
-  _globals['_RETRYDEADLETTEREDREQUEST']._serialized_start=887
-  _globals['_RETRYDEADLETTEREDREQUEST']._serialized_end=963
-  _globals['_RETRYDEADLETTEREDRESPONSE']._serialized_start=965
-  _globals['_RETRYDEADLETTEREDRESPONSE']._serialized_end=1009
-  _globals['_PURGEQUEUEREQUEST']._serialized_start=1011
-  _globals['_PURGEQUEUEREQUEST']._serialized_end=1103
-  _globals['_PURGEQUEUERESPONSE']._serialized_start=1105
-  _globals['_PURGEQUEUERESPONSE']._serialized_end=1141
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1143
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1182
-  _globals['_WORKERINFO']._serialized_start=1184
-  _globals['_WORKERINFO']._serialized_end=1288
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1290
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1353
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1355
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1408
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=1410
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=1430
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1432
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1486
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=1488
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=1509
-  _globals['_SETQUEUELIMITSREQUEST']._serialized_start=1511
-  _globals['_SETQUEUELIMITSREQUEST']._serialized_end=1587
-  _globals['_SETQUEUELIMITSRESPONSE']._serialized_start=1589
-  _globals['_SETQUEUELIMITSRESPONSE']._serialized_end=1613
-  _globals['_ADMINSERVICE']._serialized_start=1616
-  _globals['_ADMINSERVICE']._serialized_end=2295
+  _globals['_QUEUESTATS']._serialized_end=731
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=733
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=819
+  _globals['_LISTJOBSREQUEST']._serialized_start=822
+  _globals['_LISTJOBSREQUEST']._serialized_end=950
+  _globals['_LISTJOBSRESPONSE']._serialized_start=952
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1027
+  _globals['_RETRYDEADLETTEREDREQUEST']._serialized_start=1029
+  _globals['_RETRYDEADLETTEREDREQUEST']._serialized_end=1105
+  _globals['_RETRYDEADLETTEREDRESPONSE']._serialized_start=1107
+  _globals['_RETRYDEADLETTEREDRESPONSE']._serialized_end=1151
+  _globals['_PURGEQUEUEREQUEST']._serialized_start=1153
+  _globals['_PURGEQUEUEREQUEST']._serialized_end=1245
+  _globals['_PURGEQUEUERESPONSE']._serialized_start=1247
+  _globals['_PURGEQUEUERESPONSE']._serialized_end=1283
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1285
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1324
+  _globals['_WORKERINFO']._serialized_start=1326
+  _globals['_WORKERINFO']._serialized_end=1430
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1432
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1495
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1497
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1550
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=1552
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=1572
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1574
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1628
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=1630
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=1651
+  _globals['_SETQUEUELIMITSREQUEST']._serialized_start=1654
+  _globals['_SETQUEUELIMITSREQUEST']._serialized_end=2033
+  _globals['_SETQUEUELIMITSRESPONSE']._serialized_start=2035
+  _globals['_SETQUEUELIMITSRESPONSE']._serialized_end=2059
+  _globals['_ADMINSERVICE']._serialized_start=2062
+  _globals['_ADMINSERVICE']._serialized_end=2741
 # @@protoc_insertion_point(module_scope)

@@ -98,6 +98,12 @@ class QueueStats(_message.Message):
     DEAD_LETTERED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     MAX_DEPTH_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    KEY_MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    KEY_RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    KEY_BURST_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     name: _builtins.str
     succeeded_last_minute: _builtins.int
@@ -107,6 +113,13 @@ class QueueStats(_message.Message):
     paused: _builtins.bool
     max_depth: _builtins.int
     """0: unbounded."""
+    max_concurrency: _builtins.int
+    """Lease limits (0: none); key_* apply to each concurrency key."""
+    rate_per_second: _builtins.float
+    burst: _builtins.int
+    key_max_concurrency: _builtins.int
+    key_rate_per_second: _builtins.float
+    key_burst: _builtins.int
     @_builtins.property
     def priorities(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriorityStats]:
         """One entry per priority level, highest first."""
@@ -121,10 +134,16 @@ class QueueStats(_message.Message):
         dead_lettered_last_minute: _builtins.int = ...,
         paused: _builtins.bool = ...,
         max_depth: _builtins.int = ...,
+        max_concurrency: _builtins.int = ...,
+        rate_per_second: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        key_max_concurrency: _builtins.int = ...,
+        key_rate_per_second: _builtins.float = ...,
+        key_burst: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_lettered_last_minute", b"dead_lettered_last_minute", "max_depth", b"max_depth", "name", b"name", "namespace", b"namespace", "paused", b"paused", "priorities", b"priorities", "succeeded_last_minute", b"succeeded_last_minute"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "dead_lettered_last_minute", b"dead_lettered_last_minute", "key_burst", b"key_burst", "key_max_concurrency", b"key_max_concurrency", "key_rate_per_second", b"key_rate_per_second", "max_concurrency", b"max_concurrency", "max_depth", b"max_depth", "name", b"name", "namespace", b"namespace", "paused", b"paused", "priorities", b"priorities", "rate_per_second", b"rate_per_second", "succeeded_last_minute", b"succeeded_last_minute"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -452,22 +471,68 @@ class SetQueueLimitsRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     MAX_DEPTH_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    KEY_MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    KEY_RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    KEY_BURST_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     queue: _builtins.str
     max_depth: _builtins.int
-    """0 to 100,000,000; 0 removes the limit."""
+    """0 to 100,000,000."""
+    max_concurrency: _builtins.int
+    """The lease limits, each 0 to 1,000,000."""
+    rate_per_second: _builtins.float
+    burst: _builtins.int
+    key_max_concurrency: _builtins.int
+    key_rate_per_second: _builtins.float
+    key_burst: _builtins.int
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         queue: _builtins.str = ...,
-        max_depth: _builtins.int = ...,
+        max_depth: _builtins.int | None = ...,
+        max_concurrency: _builtins.int | None = ...,
+        rate_per_second: _builtins.float | None = ...,
+        burst: _builtins.int | None = ...,
+        key_max_concurrency: _builtins.int | None = ...,
+        key_rate_per_second: _builtins.float | None = ...,
+        key_burst: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_key_burst", b"_key_burst", "_key_max_concurrency", b"_key_max_concurrency", "_key_rate_per_second", b"_key_rate_per_second", "_max_concurrency", b"_max_concurrency", "_max_depth", b"_max_depth", "_rate_per_second", b"_rate_per_second", "burst", b"burst", "key_burst", b"key_burst", "key_max_concurrency", b"key_max_concurrency", "key_rate_per_second", b"key_rate_per_second", "max_concurrency", b"max_concurrency", "max_depth", b"max_depth", "rate_per_second", b"rate_per_second"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_depth", b"max_depth", "namespace", b"namespace", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_key_burst", b"_key_burst", "_key_max_concurrency", b"_key_max_concurrency", "_key_rate_per_second", b"_key_rate_per_second", "_max_concurrency", b"_max_concurrency", "_max_depth", b"_max_depth", "_rate_per_second", b"_rate_per_second", "burst", b"burst", "key_burst", b"key_burst", "key_max_concurrency", b"key_max_concurrency", "key_rate_per_second", b"key_rate_per_second", "max_concurrency", b"max_concurrency", "max_depth", b"max_depth", "namespace", b"namespace", "queue", b"queue", "rate_per_second", b"rate_per_second"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__burst: _TypeAlias = _typing.Literal["burst"]  # noqa: Y015
+    _WhichOneofArgType__burst: _TypeAlias = _typing.Literal["_burst", b"_burst"]  # noqa: Y015
+    _WhichOneofReturnType__key_burst: _TypeAlias = _typing.Literal["key_burst"]  # noqa: Y015
+    _WhichOneofArgType__key_burst: _TypeAlias = _typing.Literal["_key_burst", b"_key_burst"]  # noqa: Y015
+    _WhichOneofReturnType__key_max_concurrency: _TypeAlias = _typing.Literal["key_max_concurrency"]  # noqa: Y015
+    _WhichOneofArgType__key_max_concurrency: _TypeAlias = _typing.Literal["_key_max_concurrency", b"_key_max_concurrency"]  # noqa: Y015
+    _WhichOneofReturnType__key_rate_per_second: _TypeAlias = _typing.Literal["key_rate_per_second"]  # noqa: Y015
+    _WhichOneofArgType__key_rate_per_second: _TypeAlias = _typing.Literal["_key_rate_per_second", b"_key_rate_per_second"]  # noqa: Y015
+    _WhichOneofReturnType__max_concurrency: _TypeAlias = _typing.Literal["max_concurrency"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrency: _TypeAlias = _typing.Literal["_max_concurrency", b"_max_concurrency"]  # noqa: Y015
+    _WhichOneofReturnType__max_depth: _TypeAlias = _typing.Literal["max_depth"]  # noqa: Y015
+    _WhichOneofArgType__max_depth: _TypeAlias = _typing.Literal["_max_depth", b"_max_depth"]  # noqa: Y015
+    _WhichOneofReturnType__rate_per_second: _TypeAlias = _typing.Literal["rate_per_second"]  # noqa: Y015
+    _WhichOneofArgType__rate_per_second: _TypeAlias = _typing.Literal["_rate_per_second", b"_rate_per_second"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__burst) -> _WhichOneofReturnType__burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_burst) -> _WhichOneofReturnType__key_burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_max_concurrency) -> _WhichOneofReturnType__key_max_concurrency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_rate_per_second) -> _WhichOneofReturnType__key_rate_per_second | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrency) -> _WhichOneofReturnType__max_concurrency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_depth) -> _WhichOneofReturnType__max_depth | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_per_second) -> _WhichOneofReturnType__rate_per_second | None: ...
 
 Global___SetQueueLimitsRequest: _TypeAlias = SetQueueLimitsRequest  # noqa: Y015
 

@@ -142,9 +142,14 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetQueueLimits(self, request, context):
-        """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
-        fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
-        0 removes the limit.
+        """Sets a queue's limits; fields left unset keep their value, 0 removes a
+        limit. max_depth bounds QUEUED + SCHEDULED jobs: past it, Enqueue fails
+        fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo. The
+        lease limits are enforced atomically in Redis at lease time, across
+        replicas: at most max_concurrency jobs leased at once and at most
+        rate_per_second leases per second (bursts up to burst); the key_* limits
+        apply the same to each concurrency key of the queue.
+        Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,9 +64,14 @@ class AdminServiceStub:
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResumeQueueRequest, _admin_pb2.ResumeQueueResponse]
     """Resumes a paused queue. Resuming a running queue is harmless."""
     SetQueueLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetQueueLimitsRequest, _admin_pb2.SetQueueLimitsResponse]
-    """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
-    fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
-    0 removes the limit.
+    """Sets a queue's limits; fields left unset keep their value, 0 removes a
+    limit. max_depth bounds QUEUED + SCHEDULED jobs: past it, Enqueue fails
+    fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo. The
+    lease limits are enforced atomically in Redis at lease time, across
+    replicas: at most max_concurrency jobs leased at once and at most
+    rate_per_second leases per second (bursts up to burst); the key_* limits
+    apply the same to each concurrency key of the queue.
+    Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
     """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]
     """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
@@ -109,9 +114,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResumeQueueRequest, _admin_pb2.ResumeQueueResponse]  # type: ignore[assignment]
     """Resumes a paused queue. Resuming a running queue is harmless."""
     SetQueueLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetQueueLimitsRequest, _admin_pb2.SetQueueLimitsResponse]  # type: ignore[assignment]
-    """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
-    fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
-    0 removes the limit.
+    """Sets a queue's limits; fields left unset keep their value, 0 removes a
+    limit. max_depth bounds QUEUED + SCHEDULED jobs: past it, Enqueue fails
+    fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo. The
+    lease limits are enforced atomically in Redis at lease time, across
+    replicas: at most max_concurrency jobs leased at once and at most
+    rate_per_second leases per second (bursts up to burst); the key_* limits
+    apply the same to each concurrency key of the queue.
+    Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
@@ -193,9 +203,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.SetQueueLimitsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetQueueLimitsResponse, _abc.Awaitable[_admin_pb2.SetQueueLimitsResponse]]:
-        """Sets a queue's maximum depth (QUEUED + SCHEDULED jobs); past it, Enqueue
-        fails fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo.
-        0 removes the limit.
+        """Sets a queue's limits; fields left unset keep their value, 0 removes a
+        limit. max_depth bounds QUEUED + SCHEDULED jobs: past it, Enqueue fails
+        fast with RESOURCE_EXHAUSTED / QUEUE_FULL and a google.rpc.RetryInfo. The
+        lease limits are enforced atomically in Redis at lease time, across
+        replicas: at most max_concurrency jobs leased at once and at most
+        rate_per_second leases per second (bursts up to burst); the key_* limits
+        apply the same to each concurrency key of the queue.
+        Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
         """
 
     @_abc_1.abstractmethod

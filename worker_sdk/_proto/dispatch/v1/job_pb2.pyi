@@ -233,6 +233,7 @@ class JobSpec(_message.Message):
     START_WITHIN_FIELD_NUMBER: _builtins.int
     MAX_RUN_TIME_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Queue name: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit."""
     type: _builtins.str
@@ -254,6 +255,11 @@ class JobSpec(_message.Message):
     job reaches a terminal state. http(s) only, at most 2048 characters;
     private, loopback and link-local addresses are refused unless the server
     allows them.
+    """
+    concurrency_key: _builtins.str
+    """Groups jobs for per-key limits (e.g. a tenant or customer id): see the
+    queue's key limits in AdminService.SetQueueLimits. At most 128 printable
+    characters.
     """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -316,10 +322,11 @@ class JobSpec(_message.Message):
         start_within: _duration_pb2.Duration | None = ...,
         max_run_time: _duration_pb2.Duration | None = ...,
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "lease_duration", b"lease_duration", "max_run_time", b"max_run_time", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "start_within", b"start_within"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "content_type", b"content_type", "delay", b"delay", "depends_on", b"depends_on", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_run_time", b"max_run_time", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "start_within", b"start_within", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_url", b"callback_url", "concurrency_key", b"concurrency_key", "content_type", b"content_type", "delay", b"delay", "depends_on", b"depends_on", "idempotency_key", b"idempotency_key", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "max_run_time", b"max_run_time", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "start", b"start", "start_within", b"start_within", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["run_at", "delay"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
@@ -431,6 +438,7 @@ class Job(_message.Message):
     MAX_RUN_TIME_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     WAIT_REASON_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -462,6 +470,7 @@ class Job(_message.Message):
     """Why a job that is not running yet waits (paused queue, dependencies,
     run_at or backoff); empty when it is next in line.
     """
+    concurrency_key: _builtins.str
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -531,10 +540,11 @@ class Job(_message.Message):
         max_run_time: _duration_pb2.Duration | None = ...,
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
         wait_reason: _builtins.str = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "lease_duration", b"lease_duration", "max_run_time", b"max_run_time", "next_run_time", b"next_run_time", "progress", b"progress", "retry_policy", b"retry_policy", "start_deadline_time", b"start_deadline_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "create_time", b"create_time", "depends_on", b"depends_on", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "max_run_time", b"max_run_time", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_deadline_time", b"start_deadline_time", "start_time", b"start_time", "state", b"state", "terminal_reason", b"terminal_reason", "trace_context", b"trace_context", "type", b"type", "version", b"version", "wait_reason", b"wait_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "callback_url", b"callback_url", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "content_type", b"content_type", "create_time", b"create_time", "depends_on", b"depends_on", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lease_duration", b"lease_duration", "lease_holder", b"lease_holder", "max_attempts", b"max_attempts", "max_run_time", b"max_run_time", "metadata", b"metadata", "namespace", b"namespace", "next_run_time", b"next_run_time", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "retry_policy", b"retry_policy", "start_deadline_time", b"start_deadline_time", "start_time", b"start_time", "state", b"state", "terminal_reason", b"terminal_reason", "trace_context", b"trace_context", "type", b"type", "version", b"version", "wait_reason", b"wait_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
