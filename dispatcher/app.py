@@ -21,7 +21,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+from dispatcher.api import tls
 from dispatcher.api.admin_servicer import AdminServicer
+from dispatcher.api.auth import AuthInterceptor
 from dispatcher.api.errors import ErrorInterceptor
 from dispatcher.api.servicer import DispatcherServicer
 from dispatcher.clock import Clock, RedisClock
@@ -30,6 +32,7 @@ from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
 from dispatcher.service import listener, queues, reaper, reconcile, retention, workers
 from dispatcher.service.admin import Admin
+from dispatcher.service.authn import Authenticator
 from dispatcher.service.depth import sample_depth_forever
 from dispatcher.service.dispatch import Dispatcher
 from dispatcher.service.queues import QueueControl
@@ -152,13 +155,28 @@ class DispatcherApp:
         ]
         # Tracing outermost, so that the span sees the status the error mapping sets.
         tracing = aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
-        server = grpc.aio.server(interceptors=[tracing, ErrorInterceptor()], options=options)
+        interceptors: list[grpc.aio.ServerInterceptor] = [tracing, ErrorInterceptor()]
+        if s.auth_required:
+            authn = Authenticator(c.runs, c.clock)
+            interceptors.append(AuthInterceptor(authn, reflection_open=s.reflection_on))
+        else:
+            logger.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach %s:%s may call every RPC "
+                "(fine for local development on loopback only)",
+                s.host,
+                s.port,
+            )
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=options,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+        )
         dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(
             DispatcherServicer(c.dispatcher, c.streams), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(c.admin), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        if s.reflection:
+        if s.reflection_on:
             names = (
                 SERVICE_NAME,
                 ADMIN_SERVICE_NAME,
@@ -166,7 +184,7 @@ class DispatcherApp:
                 reflection.SERVICE_NAME,
             )
             reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        self.port = tls.bind(server, s)
         await self._set_health(False)
         await server.start()
         self.server = server

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from sqlalchemy.engine import make_url
 
-from dispatcher import cli_admin, telemetry
+from dispatcher import cli_admin, cli_tokens, telemetry
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings
 from dispatcher.store.sql.migrate import upgrade
@@ -66,11 +66,13 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
         help="seconds in-flight calls get on SIGTERM [DISPATCHER_SHUTDOWN_GRACE]",
     )
     serve.add_argument(
-        "--no-reflection",
-        action="store_true",
-        default=not env.reflection,
-        help="disable gRPC server reflection [DISPATCHER_REFLECTION=0]",
+        "--reflection",
+        action=argparse.BooleanOptionalAction,
+        default=env.reflection,
+        help="serve gRPC reflection (default: only when listening on loopback) "
+        "[DISPATCHER_REFLECTION]",
     )
+    _security_flags(serve, env)
     serve.add_argument(
         "--otel-exporter",
         choices=["none", "otlp", "prometheus"],
@@ -116,7 +118,48 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
         "revision", nargs="?", default="heads", help="target revision (default: every head)"
     )
     cli_admin.add_commands(sub)
+    cli_tokens.add_commands(sub, lambda p: _store_flags(p, env))
     return parser
+
+
+def _security_flags(serve: argparse.ArgumentParser, env: Settings) -> None:
+    serve.add_argument(
+        "--auth",
+        choices=["auto", "required", "off"],
+        default=env.auth,
+        help="bearer-token authentication; auto = off on loopback, required elsewhere "
+        "[DISPATCHER_AUTH]",
+    )
+    serve.add_argument(
+        "--allow-open",
+        action="store_true",
+        default=env.allow_open,
+        help="allow --auth off on a non-loopback address [DISPATCHER_ALLOW_OPEN=1]",
+    )
+    serve.add_argument(
+        "--tls-cert", default=env.tls_cert, help="PEM certificate chain [DISPATCHER_TLS_CERT]"
+    )
+    serve.add_argument(
+        "--tls-key", default=env.tls_key, help="PEM private key [DISPATCHER_TLS_KEY]"
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        default=env.tls_client_ca,
+        help="PEM CA bundle; clients must present a certificate it signed (mTLS) "
+        "[DISPATCHER_TLS_CLIENT_CA]",
+    )
+    serve.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=env.max_concurrent_rpcs,
+        help="calls in flight before RESOURCE_EXHAUSTED [DISPATCHER_MAX_CONCURRENT_RPCS]",
+    )
+    serve.add_argument(
+        "--max-waiters",
+        type=int,
+        default=env.max_waiters,
+        help="waiting long-polls per namespace [DISPATCHER_MAX_WAITERS]",
+    )
 
 
 def _store_flags(p: argparse.ArgumentParser, env: Settings) -> None:
@@ -154,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(env).parse_args(argv)
     if hasattr(args, "run"):
         return cli_admin.run(args)
+    if hasattr(args, "tokens"):
+        return cli_tokens.run(args)
     if args.command == "db":
         upgrade(args.database_url, args.revision)
         print(f"database {_redacted(args.database_url)} is at {args.revision}")
@@ -168,7 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         reaper_interval_s=args.reaper_interval,
         reconcile_interval_s=args.reconcile_interval,
         shutdown_grace_s=args.shutdown_grace,
-        reflection=not args.no_reflection,
+        reflection=args.reflection,
+        auth=args.auth,
+        allow_open=args.allow_open,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_waiters=args.max_waiters,
         auto_migrate=not args.no_migrate,
         otel_exporter=args.otel_exporter,
         prometheus_port=args.prometheus_port,
@@ -176,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         idempotency_window_s=args.idempotency_window,
         retention_s=args.retention,
     )
+    settings.check_exposure()
     telemetry.configure_logging(settings.log_format)
     telemetry.configure(settings.otel_exporter, settings.prometheus_port)
     asyncio.run(_serve(settings))

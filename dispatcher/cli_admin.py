@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from dispatcher.channel import open_channel
 from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
 from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
@@ -46,6 +47,16 @@ def add_commands(sub: Any) -> None:
             help="dispatcher host:port [DISPATCHER_ADDRESS]",
         )
         p.add_argument("--namespace", default="", help="namespace (default: default)")
+        p.add_argument(
+            "--token",
+            default=os.environ.get("DISPATCHER_TOKEN", ""),
+            help="bearer token [DISPATCHER_TOKEN]",
+        )
+        p.add_argument(
+            "--tls-ca",
+            default=os.environ.get("DISPATCHER_TLS_CA", ""),
+            help="CA bundle to verify the server: connects with TLS [DISPATCHER_TLS_CA]",
+        )
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return p
 
@@ -122,7 +133,7 @@ def add_commands(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        with grpc.insecure_channel(args.address) as channel:
+        with open_channel(args.address, args.token, args.tls_ca) as channel:
             return int(args.run(args, channel))
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -10,7 +10,13 @@
 | --reaper-interval      | DISPATCHER_REAPER_INTERVAL      | 0.5 (seconds)               |
 | --reconcile-interval   | DISPATCHER_RECONCILE_INTERVAL   | 5 (seconds)                 |
 | --shutdown-grace       | DISPATCHER_SHUTDOWN_GRACE       | 10 (seconds)                |
-| --no-reflection        | DISPATCHER_REFLECTION=0         | reflection on               |
+| --reflection/--no-reflection | DISPATCHER_REFLECTION     | on for loopback, else off   |
+| --auth                 | DISPATCHER_AUTH                 | auto: off on loopback, else required |
+| --allow-open           | DISPATCHER_ALLOW_OPEN=1         | refuse to run open off loopback |
+| --tls-cert/--tls-key   | DISPATCHER_TLS_CERT/_KEY        | plaintext                   |
+| --tls-client-ca        | DISPATCHER_TLS_CLIENT_CA        | no client certificates      |
+| --max-concurrent-rpcs  | DISPATCHER_MAX_CONCURRENT_RPCS  | 2000                        |
+| --max-waiters          | DISPATCHER_MAX_WAITERS          | 1000 long-polls per namespace |
 | --no-migrate           | DISPATCHER_AUTO_MIGRATE=0       | migrate at startup          |
 | --otel-exporter        | DISPATCHER_OTEL_EXPORTER        | none (otlp, prometheus)     |
 | --prometheus-port      | DISPATCHER_PROMETHEUS_PORT      | 9464                        |
@@ -50,7 +56,14 @@ class Settings:
     reaper_interval_s: float = 0.5
     reconcile_interval_s: float = 5.0
     shutdown_grace_s: float = 10.0
-    reflection: bool = True
+    reflection: bool | None = None  # None: on when listening on loopback only
+    auth: str = "auto"  # auto | required | off
+    allow_open: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    max_concurrent_rpcs: int = 2000
+    max_waiters: int = 1000
     auto_migrate: bool = True
     max_message_bytes: int = 8 * 1024 * 1024
     otel_exporter: str = "none"
@@ -72,7 +85,18 @@ class Settings:
                 _env("DISPATCHER_RECONCILE_INTERVAL", str(cls.reconcile_interval_s))
             ),
             shutdown_grace_s=float(_env("DISPATCHER_SHUTDOWN_GRACE", str(cls.shutdown_grace_s))),
-            reflection=_env_bool("DISPATCHER_REFLECTION", True),
+            reflection=(
+                None
+                if os.environ.get("DISPATCHER_REFLECTION") is None
+                else _env_bool("DISPATCHER_REFLECTION", False)
+            ),
+            auth=_env("DISPATCHER_AUTH", cls.auth),
+            allow_open=_env_bool("DISPATCHER_ALLOW_OPEN", False),
+            tls_cert=_env("DISPATCHER_TLS_CERT", ""),
+            tls_key=_env("DISPATCHER_TLS_KEY", ""),
+            tls_client_ca=_env("DISPATCHER_TLS_CLIENT_CA", ""),
+            max_concurrent_rpcs=int(_env("DISPATCHER_MAX_CONCURRENT_RPCS", "2000")),
+            max_waiters=int(_env("DISPATCHER_MAX_WAITERS", "1000")),
             auto_migrate=_env_bool("DISPATCHER_AUTO_MIGRATE", True),
             otel_exporter=_env("DISPATCHER_OTEL_EXPORTER", cls.otel_exporter),
             prometheus_port=int(_env("DISPATCHER_PROMETHEUS_PORT", str(cls.prometheus_port))),
@@ -87,8 +111,31 @@ class Settings:
         return Limits(
             idempotency_window_ms=round(self.idempotency_window_s * 1000),
             retention_ms=round(self.retention_s * 1000),
+            max_waiters_per_namespace=self.max_waiters,
         )
 
     @property
     def embedded_redis(self) -> bool:
         return self.redis_url == ""
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def reflection_on(self) -> bool:
+        return self.loopback if self.reflection is None else self.reflection
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth not in ("auto", "required", "off"):
+            raise ValueError("auth must be auto, required or off")
+        return self.auth == "required" or (self.auth == "auto" and not self.loopback)
+
+    def check_exposure(self) -> None:
+        """Refuse to serve without credentials beyond loopback unless told to."""
+        if not self.auth_required and not self.loopback and not self.allow_open:
+            raise SystemExit(
+                f"refusing to serve on {self.host} without authentication: "
+                "use --auth required, or --allow-open if you really mean it"
+            )

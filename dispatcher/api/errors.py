@@ -33,6 +33,8 @@ CODES: list[tuple[type[e.DispatchError], grpc.StatusCode]] = [
     (e.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (e.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

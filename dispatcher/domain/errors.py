@@ -109,3 +109,15 @@ class IndexRebuilding(Unavailable):
 
 class ShuttingDown(Unavailable):
     reason = "SHUTTING_DOWN"
+
+
+class Unauthenticated(DispatchError):
+    """No credentials, or credentials the server does not accept."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DispatchError):
+    """Authenticated, but not allowed to do this."""
+
+    reason = "PERMISSION_DENIED"

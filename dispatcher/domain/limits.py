@@ -32,3 +32,4 @@ class Limits:
     max_stream_jobs: int = 1000
     idempotency_window_ms: int = DAY_MS
     retention_ms: int = 7 * DAY_MS
+    max_waiters_per_namespace: int = 1000

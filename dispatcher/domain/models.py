@@ -129,6 +129,7 @@ class Job:
     depends_on: list[str] = field(default_factory=list)
     has_dependents: bool = False
     concurrency_key: str = ""
+    lease_principal: str = ""  # the API key holding the lease ("" when the server runs open)
     # Computed when read (GetStatus), never stored: why a waiting job waits.
     wait_reason: str = ""
 

@@ -21,7 +21,7 @@ from typing import Any, TypeAlias, TypeVar, Union
 
 from dispatcher import telemetry
 from dispatcher.clock import Clock
-from dispatcher.domain import idempotency, ids, transitions, validation
+from dispatcher.domain import auth, idempotency, ids, transitions, validation
 from dispatcher.domain.errors import (
     AlreadyExists,
     DispatchError,
@@ -29,6 +29,8 @@ from dispatcher.domain.errors import (
     JobCancelled,
     JobNotFound,
     LeaseExpired,
+    PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from dispatcher.domain.limits import Limits
@@ -306,6 +308,12 @@ class Dispatcher:
             self.workers.saw(ns, req.worker_id)
         deadline = time.monotonic() + min(max(req.wait_ms, 0), self.limits.max_wait_ms) / 1000
         refs = [(ns, q) for q in queues]
+        if req.wait_ms > 0 and self.waiters.count_in(ns) >= self.limits.max_waiters_per_namespace:
+            raise ResourceExhausted(
+                "too many long-polls are waiting in this namespace",
+                {"namespace": ns},
+                retry_after_ms=1000,
+            )
         while True:
             with self.waiters.waiting(refs) as woken:
                 granted = await self._lease_once(ns, req.worker_id, queues, max_jobs, duration)
@@ -376,6 +384,7 @@ class Dispatcher:
                 after = transitions.lease(
                     job, token, worker, now, duration or job.lease_duration_ms
                 )
+                after = replace(after, lease_principal=auth.principal_id())
                 changes.append(JobChange(job, after, now))
             expired += await dependencies.propagate(tx, expired, now)
             await tx.save(changes + expired)
@@ -527,6 +536,11 @@ class Dispatcher:
                 if job is None or job.namespace != ns:
                     results[i] = JobNotFound("no job with this id", {"job_id": job_id})
                     continue
+                if not _may_touch_lease(job):
+                    results[i] = PermissionDenied(
+                        "the lease belongs to another worker credential", {"job_id": job_id}
+                    )
+                    continue
                 try:
                     after, results[i] = apply(job, items[i], now)
                 except LeaseExpired as exc:
@@ -557,6 +571,12 @@ def record_outcomes(changes: Sequence[JobChange], counter: Any) -> None:
             telemetry.run_time.record(max(0, c.at_ms - c.before.started_ms) / 1000, a)
         if c.after.state is JobState.DEAD_LETTERED:
             telemetry.jobs_dead_lettered.add(1, a)
+
+
+def _may_touch_lease(job: Job) -> bool:
+    """A lease token only works for the credential that leased it (when auth is on)."""
+    caller = auth.principal_id()
+    return not (caller and job.lease_principal and caller != job.lease_principal)
 
 
 def _next_run(job: Job) -> int | None:

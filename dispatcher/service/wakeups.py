@@ -49,3 +49,8 @@ class Waiters:
 
     def count(self) -> int:
         return len({e for events in self._by_queue.values() for e in events})
+
+    def count_in(self, namespace: str) -> int:
+        return len(
+            {e for (ns, _), events in self._by_queue.items() if ns == namespace for e in events}
+        )

@@ -55,6 +55,7 @@ _MUTABLE = (
     "lease_duration_ms",
     "cancel_requested",
     "terminal_reason",
+    "lease_principal",
 )
 
 
@@ -114,6 +115,7 @@ def job_to_row(job: Job) -> dict[str, Any]:
         "has_dependents": job.has_dependents,
         "depends_on": json.dumps(job.depends_on),
         "concurrency_key": job.concurrency_key,
+        "lease_principal": job.lease_principal,
     }
 
 
@@ -158,6 +160,7 @@ def row_to_job(r: Row[Any]) -> Job:
         has_dependents=bool(m["has_dependents"]),
         depends_on=json.loads(m["depends_on"]),
         concurrency_key=m["concurrency_key"],
+        lease_principal=m["lease_principal"],
     )
 
 

@@ -67,6 +67,8 @@ runs = Table(
     Column("has_dependents", Boolean, nullable=False, server_default=false()),
     Column("depends_on", Text, nullable=False, server_default="[]"),  # JSON list of job ids
     Column("concurrency_key", String(128), nullable=False, server_default=""),
+    # The API key that holds the current lease: only it may heartbeat, ack or nack.
+    Column("lease_principal", String(32), nullable=False, server_default=""),
     UniqueConstraint("namespace", "idempotency_key", name="uq_runs_idempotency"),
     # Rebuilding the Redis index and the reaper's checks scan live jobs by state.
     Index("ix_runs_state_queue", "state", "namespace", "queue", "priority", "id"),
@@ -156,4 +158,17 @@ queue_settings = Table(
     Column("key_max_concurrency", BigInteger, nullable=False, server_default="0"),
     Column("key_rate_per_s", Float, nullable=False, server_default="0"),
     Column("key_burst", BigInteger, nullable=False, server_default="0"),
+)
+
+# Bearer tokens are "dsp_<id>_<secret>"; only the SHA-256 of the secret is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("roles", String(64), nullable=False),  # comma list: producer, worker, admin
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
 )
