@@ -16,9 +16,8 @@ from dispatcher.app import DispatcherApp
 from dispatcher.store.sql.tables import metadata
 from tests.security.conftest import Tokens
 from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
-from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc
+from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
-from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 C = grpc.StatusCode
