@@ -30,12 +30,13 @@ from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
-from dispatcher.service import listener, queues, reaper, reconcile, retention, workers
+from dispatcher.service import listener, queues, quotas, reaper, reconcile, retention, workers
 from dispatcher.service.admin import Admin
 from dispatcher.service.authn import Authenticator
 from dispatcher.service.depth import sample_depth_forever
 from dispatcher.service.dispatch import Dispatcher
 from dispatcher.service.queues import QueueControl
+from dispatcher.service.quotas import Quotas
 from dispatcher.service.retention import RetentionSweeper
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.updates import UpdateHub, UpdateStreams
@@ -89,6 +90,7 @@ class Components:
     def __post_init__(self) -> None:
         self.workers = WorkerRegistry(self.index, self.clock)
         self.queues = QueueControl(self.runs, self.index, self.clock)
+        self.quotas = Quotas(self.runs, self.index, self.clock)
         self.dispatcher = Dispatcher(
             self.runs,
             self.index,
@@ -99,6 +101,7 @@ class Components:
             random.Random(),
             workers=self.workers,
             queues=self.queues,
+            quotas=self.quotas,
         )
         self.retention = RetentionSweeper(self.runs, self.limits.retention_ms)
         self.admin = Admin(self.runs, self.index, self.clock, self.waiters, self.queues)
@@ -110,7 +113,7 @@ class Components:
             self.clock,
             self.state,
             self.waiters,
-            also_rebuild=[self.queues.refresh],
+            also_rebuild=[self.queues.refresh, self.quotas.refresh],
         )
 
 
@@ -151,7 +154,13 @@ class DispatcherApp:
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            # Long-lived worker connections rebalance across replicas every half hour;
+            # the grace outlasts the longest long-poll (30 s), so none is cut short.
+            ("grpc.max_connection_age_ms", 30 * 60_000),
             ("grpc.max_connection_age_grace_ms", 60_000),
+            ("grpc.max_connection_idle_ms", 10 * 60_000),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.max_metadata_size", 16 * 1024),
         ]
         # Tracing outermost, so that the span sees the status the error mapping sets.
         tracing = aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
@@ -174,7 +183,7 @@ class DispatcherApp:
         dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(
             DispatcherServicer(c.dispatcher, c.streams), server
         )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(c.admin), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(c.admin, c.quotas), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if s.reflection_on:
             names = (
@@ -201,6 +210,7 @@ class DispatcherApp:
             asyncio.create_task(workers.flush_forever(c.workers)),
             asyncio.create_task(sample_depth_forever(c.index, c.clock)),
             asyncio.create_task(queues.refresh_forever(c.queues)),
+            asyncio.create_task(quotas.refresh_forever(c.quotas)),
             asyncio.create_task(retention.run_forever(c.retention, c.clock)),
         ]
         return self.port

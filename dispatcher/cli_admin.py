@@ -111,6 +111,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--key-rate", type=float, help="leases per second, per concurrency key")
     p.add_argument("--key-burst", type=int, help="burst per concurrency key")
     p.set_defaults(run=cmd_limits)
+    p = common(sub.add_parser("quotas", help="set a namespace's quotas (0 removes one)"))
+    p.add_argument("--enqueue-rate", type=float, help="jobs accepted per second")
+    p.add_argument("--enqueue-burst", type=int, help="jobs accepted at once above the rate")
+    p.add_argument("--max-live-jobs", type=int, help="unfinished jobs at once")
+    p.add_argument("--max-leases", type=int, help="jobs leased at once")
+    p.set_defaults(run=cmd_quotas)
     p = common(sub.add_parser("cancel", help="cancel a job"))
     p.add_argument("job_id")
     p.add_argument("--reason", default="", help="recorded as the job's last error")
@@ -373,3 +379,23 @@ def cmd_cancel(args: argparse.Namespace, channel: grpc.Channel) -> int:
     resp = stub.Cancel(request, timeout=TIMEOUT_S)
     note = " (cancel requested: its worker stops it)" if resp.job.cancel_requested else ""
     return _emit(args, resp, lambda: print(f"{resp.job.id} {_state(resp.job.state)}{note}"))
+
+
+QUOTA_FLAGS = {
+    "enqueue_rate": "enqueue_rate_per_second",
+    "enqueue_burst": "enqueue_burst",
+    "max_live_jobs": "max_live_jobs",
+    "max_leases": "max_leases",
+}
+
+
+def cmd_quotas(args: argparse.Namespace, channel: grpc.Channel) -> int:
+    given = {f: getattr(args, a) for a, f in QUOTA_FLAGS.items() if getattr(args, a) is not None}
+    if not given:
+        print("name at least one quota (see --help)", file=sys.stderr)
+        return 2
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    request = apb.SetNamespaceQuotasRequest(namespace=args.namespace, **given)
+    resp = stub.SetNamespaceQuotas(request, timeout=TIMEOUT_S)
+    summary = ", ".join(f"{k}={v}" for k, v in given.items())
+    return _emit(args, resp, lambda: print(f"{args.namespace or 'default'}: {summary}"))

@@ -8,6 +8,7 @@ import grpc
 
 from dispatcher.api import convert
 from dispatcher.service.admin import Admin
+from dispatcher.service.quotas import Quotas
 from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
 from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc as apb_grpc
 
@@ -15,8 +16,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(apb_grpc.AdminServiceServicer):
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: Admin, quotas: Quotas) -> None:
         self._admin = admin
+        self._quotas = quotas
 
     async def ListQueues(
         self, request: apb.ListQueuesRequest, context: Context
@@ -66,6 +68,12 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         limits = convert.to_domain_limits(request)
         await self._admin.queues.set_limits(request.namespace, request.queue, limits)
         return apb.SetQueueLimitsResponse()
+
+    async def SetNamespaceQuotas(
+        self, request: apb.SetNamespaceQuotasRequest, context: Context
+    ) -> apb.SetNamespaceQuotasResponse:
+        await self._quotas.set(request.namespace, convert.to_domain_quotas(request))
+        return apb.SetNamespaceQuotasResponse()
 
     async def ListWorkers(
         self, request: apb.ListWorkersRequest, context: Context

@@ -426,3 +426,16 @@ def _limits_to_proto(s: m.QueueSettings | None) -> dict[str, float]:
     if s is None:
         return {}
     return {f: getattr(s, attr) for f, attr in LIMIT_FIELDS.items() if f != "max_depth"}
+
+
+QUOTA_FIELDS = {
+    "enqueue_rate_per_second": "enqueue_rate_per_s",
+    "enqueue_burst": "enqueue_burst",
+    "max_live_jobs": "max_live_jobs",
+    "max_leases": "max_leases",
+}
+
+
+def to_domain_quotas(r: apb.SetNamespaceQuotasRequest) -> dict[str, float]:
+    """Only the fields the caller set."""
+    return {attr: getattr(r, f) for f, attr in QUOTA_FIELDS.items() if r.HasField(f)}  # type: ignore[arg-type]

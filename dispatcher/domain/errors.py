@@ -97,6 +97,10 @@ class QueueFull(ResourceExhausted):
     reason = "QUEUE_FULL"
 
 
+class QuotaExceeded(ResourceExhausted):
+    reason = "QUOTA_EXCEEDED"
+
+
 class Unavailable(DispatchError):
     """A dependency is down or the server cannot serve right now; retrying is safe."""
 

@@ -277,6 +277,17 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class NamespaceQuota:
+    """Per-namespace quotas; 0 means none."""
+
+    namespace: str
+    enqueue_rate_per_s: float = 0.0
+    enqueue_burst: int = 0
+    max_live_jobs: int = 0
+    max_leases: int = 0
+
+
+@dataclass(frozen=True)
 class QueueStats:
     namespace: str
     name: str

@@ -50,6 +50,7 @@ from dispatcher.domain.models import (
 )
 from dispatcher.service import dependencies
 from dispatcher.service.queues import QueueControl, queue_full
+from dispatcher.service.quotas import Quotas
 from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.service.workers import WorkerRegistry
@@ -104,6 +105,7 @@ class Dispatcher:
     workers: WorkerRegistry | None = None
     # Queue settings (maximum depth) checked before anything is written.
     queues: QueueControl | None = None
+    quotas: Quotas | None = None
     # Checks where a callback URL points (SSRF) before anything is written.
     url_guard: Callable[[str, str], Awaitable[None]] | None = None
 
@@ -147,6 +149,8 @@ class Dispatcher:
                 if spec.queue in full:
                     results[i] = queue_full(spec.queue)
             valid = [v for v in valid if v[1].queue not in full]
+        if self.quotas is not None:
+            await self.quotas.check_enqueue(ns, len(valid))
         single = field_prefix == "job"
         created = await self._insert_idempotently(ns, valid, now, results, single)
         await self._index_after_commit(
@@ -352,6 +356,8 @@ class Dispatcher:
             want = max_jobs - len(granted)
             if want <= 0:
                 break
+            if self.quotas is not None:
+                want = await self.quotas.lease_room(ns, want)
             # Shielded: once Redis has handed out ids, SQL must settle them even
             # if the caller goes away, or they would sit leased until the reaper.
             granted += await asyncio.shield(self._lease_from(ns, queue, worker, want, duration))

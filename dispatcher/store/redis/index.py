@@ -237,6 +237,16 @@ class RedisIndex:
                 )
             await pipe.execute()
 
+    async def take_quota(self, namespace: str, rate: float, burst: int, now_ms: int, n: int) -> int:
+        """0 when n enqueues fit the namespace's rate, else the wait in ms."""
+        async with translate_errors("quota"):
+            got = int(
+                await self.scripts.quota(
+                    keys=[self.keys.quota_bucket(namespace)], args=[rate, burst, now_ms, n]
+                )
+            )
+        return 0 if got == 1 else -got
+
     async def key_leased_count(self, ns: str, queue: str, ckey: str) -> int:
         async with translate_errors():
             return int(await self.client.hget(self.keys.key_leased(ns, queue), ckey) or 0)

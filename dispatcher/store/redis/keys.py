@@ -15,6 +15,7 @@ Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
     P:{T}:keyrefill   HASH  concurrency key -> when its bucket was last refilled (ms)
     P:queues          SET   every T that has ever held a job (for the reaper)
     P:workers:N       ZSET  score = last seen (ms), member = worker id, per namespace N
+    P:{N}:quota       HASH  tokens, ts: namespace N's enqueue-rate bucket
     P:index:built     STRING present once the index has been built from SQL
     P:index:rebuild   STRING lock held by the replica rebuilding the index
     P:wake            channel: "T" when a queue gains ready jobs
@@ -87,6 +88,9 @@ class Keys:
 
     def workers(self, namespace: str) -> str:
         return f"{self.prefix}:workers:{namespace}"
+
+    def quota_bucket(self, namespace: str) -> str:
+        return f"{self.prefix}:{{{namespace}}}:quota"
 
     def index_built(self) -> str:
         return f"{self.prefix}:index:built"

@@ -20,6 +20,7 @@ class Scripts:
     extend: Any
     remove: Any
     place: Any
+    quota: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:
@@ -32,4 +33,5 @@ class Scripts:
             extend=load("extend"),
             remove=load("remove"),
             place=load("place"),
+            quota=load("quota"),
         )

@@ -172,3 +172,15 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
 )
+
+# Per-namespace quotas (0: none): enqueue rate, live (unfinished) jobs, concurrent leases.
+namespace_quotas = Table(
+    "namespace_quotas",
+    metadata,
+    Column("namespace", String(128), primary_key=True),
+    Column("enqueue_rate_per_s", Float, nullable=False),
+    Column("enqueue_burst", BigInteger, nullable=False),
+    Column("max_live_jobs", BigInteger, nullable=False),
+    Column("max_leases", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

@@ -550,3 +550,67 @@ class SetQueueLimitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetQueueLimitsResponse: _TypeAlias = SetQueueLimitsResponse  # noqa: Y015
+
+@_typing.final
+class SetNamespaceQuotasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ENQUEUE_RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ENQUEUE_BURST_FIELD_NUMBER: _builtins.int
+    MAX_LIVE_JOBS_FIELD_NUMBER: _builtins.int
+    MAX_LEASES_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    enqueue_rate_per_second: _builtins.float
+    """Jobs accepted per second, with bursts up to enqueue_burst."""
+    enqueue_burst: _builtins.int
+    max_live_jobs: _builtins.int
+    """Unfinished jobs (queued, scheduled, waiting) at once."""
+    max_leases: _builtins.int
+    """Jobs leased at once."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        enqueue_rate_per_second: _builtins.float | None = ...,
+        enqueue_burst: _builtins.int | None = ...,
+        max_live_jobs: _builtins.int | None = ...,
+        max_leases: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enqueue_burst", b"_enqueue_burst", "_enqueue_rate_per_second", b"_enqueue_rate_per_second", "_max_leases", b"_max_leases", "_max_live_jobs", b"_max_live_jobs", "enqueue_burst", b"enqueue_burst", "enqueue_rate_per_second", b"enqueue_rate_per_second", "max_leases", b"max_leases", "max_live_jobs", b"max_live_jobs"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enqueue_burst", b"_enqueue_burst", "_enqueue_rate_per_second", b"_enqueue_rate_per_second", "_max_leases", b"_max_leases", "_max_live_jobs", b"_max_live_jobs", "enqueue_burst", b"enqueue_burst", "enqueue_rate_per_second", b"enqueue_rate_per_second", "max_leases", b"max_leases", "max_live_jobs", b"max_live_jobs", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enqueue_burst: _TypeAlias = _typing.Literal["enqueue_burst"]  # noqa: Y015
+    _WhichOneofArgType__enqueue_burst: _TypeAlias = _typing.Literal["_enqueue_burst", b"_enqueue_burst"]  # noqa: Y015
+    _WhichOneofReturnType__enqueue_rate_per_second: _TypeAlias = _typing.Literal["enqueue_rate_per_second"]  # noqa: Y015
+    _WhichOneofArgType__enqueue_rate_per_second: _TypeAlias = _typing.Literal["_enqueue_rate_per_second", b"_enqueue_rate_per_second"]  # noqa: Y015
+    _WhichOneofReturnType__max_leases: _TypeAlias = _typing.Literal["max_leases"]  # noqa: Y015
+    _WhichOneofArgType__max_leases: _TypeAlias = _typing.Literal["_max_leases", b"_max_leases"]  # noqa: Y015
+    _WhichOneofReturnType__max_live_jobs: _TypeAlias = _typing.Literal["max_live_jobs"]  # noqa: Y015
+    _WhichOneofArgType__max_live_jobs: _TypeAlias = _typing.Literal["_max_live_jobs", b"_max_live_jobs"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enqueue_burst) -> _WhichOneofReturnType__enqueue_burst | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enqueue_rate_per_second) -> _WhichOneofReturnType__enqueue_rate_per_second | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_leases) -> _WhichOneofReturnType__max_leases | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_live_jobs) -> _WhichOneofReturnType__max_live_jobs | None: ...
+
+Global___SetNamespaceQuotasRequest: _TypeAlias = SetNamespaceQuotasRequest  # noqa: Y015
+
+@_typing.final
+class SetNamespaceQuotasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNamespaceQuotasResponse: _TypeAlias = SetNamespaceQuotasResponse  # noqa: Y015

@@ -75,6 +75,11 @@ class AdminServiceStub:
                 request_serializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.SerializeToString,
                 response_deserializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsResponse.FromString,
                 _registered_method=True)
+        self.SetNamespaceQuotas = channel.unary_unary(
+                '/dispatch.v1.AdminService/SetNamespaceQuotas',
+                request_serializer=dispatch_dot_v1_dot_admin__pb2.SetNamespaceQuotasRequest.SerializeToString,
+                response_deserializer=dispatch_dot_v1_dot_admin__pb2.SetNamespaceQuotasResponse.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/dispatch.v1.AdminService/ListWorkers',
                 request_serializer=dispatch_dot_v1_dot_admin__pb2.ListWorkersRequest.SerializeToString,
@@ -155,6 +160,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNamespaceQuotas(self, request, context):
+        """Sets a namespace's quotas; fields left unset keep their value, 0 removes a
+        quota. Over a quota, Enqueue (all of a batch) and Lease fail with
+        RESOURCE_EXHAUSTED / QUOTA_EXCEEDED and a google.rpc.RetryInfo.
+        Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWorkers(self, request, context):
         """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
         with the leases they hold.
@@ -200,6 +215,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetQueueLimits,
                     request_deserializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.FromString,
                     response_serializer=dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsResponse.SerializeToString,
+            ),
+            'SetNamespaceQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNamespaceQuotas,
+                    request_deserializer=dispatch_dot_v1_dot_admin__pb2.SetNamespaceQuotasRequest.FromString,
+                    response_serializer=dispatch_dot_v1_dot_admin__pb2.SetNamespaceQuotasResponse.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkers,
@@ -402,6 +422,33 @@ class AdminService:
             '/dispatch.v1.AdminService/SetQueueLimits',
             dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.SerializeToString,
             dispatch_dot_v1_dot_admin__pb2.SetQueueLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNamespaceQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatch.v1.AdminService/SetNamespaceQuotas',
+            dispatch_dot_v1_dot_admin__pb2.SetNamespaceQuotasRequest.SerializeToString,
+            dispatch_dot_v1_dot_admin__pb2.SetNamespaceQuotasResponse.FromString,
             options,
             channel_credentials,
             insecure,

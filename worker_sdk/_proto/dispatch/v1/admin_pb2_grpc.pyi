@@ -73,6 +73,12 @@ class AdminServiceStub:
     apply the same to each concurrency key of the queue.
     Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
     """
+    SetNamespaceQuotas: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetNamespaceQuotasRequest, _admin_pb2.SetNamespaceQuotasResponse]
+    """Sets a namespace's quotas; fields left unset keep their value, 0 removes a
+    quota. Over a quota, Enqueue (all of a batch) and Lease fail with
+    RESOURCE_EXHAUSTED / QUOTA_EXCEEDED and a google.rpc.RetryInfo.
+    Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]
     """Lists the workers seen recently (by Lease or Heartbeat) in a namespace,
     with the leases they hold.
@@ -121,6 +127,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     replicas: at most max_concurrency jobs leased at once and at most
     rate_per_second leases per second (bursts up to burst); the key_* limits
     apply the same to each concurrency key of the queue.
+    Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
+    """
+    SetNamespaceQuotas: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetNamespaceQuotasRequest, _admin_pb2.SetNamespaceQuotasResponse]  # type: ignore[assignment]
+    """Sets a namespace's quotas; fields left unset keep their value, 0 removes a
+    quota. Over a quota, Enqueue (all of a batch) and Lease fail with
+    RESOURCE_EXHAUSTED / QUOTA_EXCEEDED and a google.rpc.RetryInfo.
     Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]  # type: ignore[assignment]
@@ -210,6 +222,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         replicas: at most max_concurrency jobs leased at once and at most
         rate_per_second leases per second (bursts up to burst); the key_* limits
         apply the same to each concurrency key of the queue.
+        Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
+        """
+
+    @_abc_1.abstractmethod
+    def SetNamespaceQuotas(
+        self,
+        request: _admin_pb2.SetNamespaceQuotasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetNamespaceQuotasResponse, _abc.Awaitable[_admin_pb2.SetNamespaceQuotasResponse]]:
+        """Sets a namespace's quotas; fields left unset keep their value, 0 removes a
+        quota. Over a quota, Enqueue (all of a batch) and Lease fail with
+        RESOURCE_EXHAUSTED / QUOTA_EXCEEDED and a google.rpc.RetryInfo.
         Fails with INVALID_ARGUMENT / INVALID_FIELD on a negative or huge value.
         """
 
