@@ -192,13 +192,13 @@ async def _serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    telemetry.configure_logging()
     env = Settings.from_env()
     args = _parser(env).parse_args(argv)
     if hasattr(args, "run"):
         return cli_admin.run(args)
     if hasattr(args, "tokens"):
         return cli_tokens.run(args)
+    telemetry.configure_logging()  # serve and db only: operator commands print, not log
     if args.command == "db":
         upgrade(args.database_url, args.revision)
         print(f"database {_redacted(args.database_url)} is at {args.revision}")

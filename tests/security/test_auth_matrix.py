@@ -281,11 +281,10 @@ async def test_health_is_open_and_reflection_is_open_only_when_served(
         async def ask():  # type: ignore[no-untyped-def]
             yield reflection_pb2.ServerReflectionRequest(list_services="")
 
-        async for resp in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-            ask()
-        ):
-            assert resp.list_services_response.service
-            break
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(ask())
+        resp = await call.read()
+        call.cancel()
+        assert resp.list_services_response.service
 
 
 async def test_the_streaming_rpc_is_authenticated_and_authorized_like_the_others(
