@@ -134,6 +134,20 @@ class Job:
     wait_reason: str = ""
 
 
+_JOB_FIELDS = frozenset(Job.__dataclass_fields__)
+
+
+def evolve(job: Job, **changes: Any) -> Job:
+    """`dataclasses.replace` for the hot path: the same result, a tenth of the cost
+    (no __init__ call; a Job has no __post_init__ to skip)."""
+    if not _JOB_FIELDS.issuperset(changes):
+        raise TypeError(f"unknown Job fields: {sorted(set(changes) - _JOB_FIELDS)}")
+    new = object.__new__(Job)
+    new.__dict__.update(job.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
 @dataclass(frozen=True)
 class Transition:
     """One state change of one job, kept in the run_events table."""

@@ -22,7 +22,6 @@ not passed its expiry: that check (`require_live_lease`) is the fence.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 from dispatcher.domain.errors import InvalidTransition, JobCancelled, LeaseExpired
 from dispatcher.domain.models import (
@@ -33,6 +32,7 @@ from dispatcher.domain.models import (
     NackItem,
     RetryPolicy,
     TerminalReason,
+    evolve,
 )
 
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped heartbeating"
@@ -60,7 +60,7 @@ def lease(job: Job, token: str, worker_id: str, now_ms: int, duration_ms: int) -
     """QUEUED -> LEASED, starting attempt + 1."""
     if job.state is not JobState.QUEUED:
         raise InvalidTransition(f"cannot lease a {job.state} job", {"job_id": job.id})
-    return replace(
+    return evolve(
         job,
         state=JobState.LEASED,
         attempt=job.attempt + 1,
@@ -93,7 +93,7 @@ def extend(job: Job, item: HeartbeatItem, now_ms: int) -> Job:
     """
     require_live_lease(job, item.token, now_ms)
     duration = item.lease_duration_ms or job.lease_duration_ms
-    return replace(
+    return evolve(
         job,
         lease_expires_ms=_capped_expiry(job, now_ms + duration),
         progress_percent=(
@@ -110,7 +110,7 @@ def ack(job: Job, item: AckItem, now_ms: int) -> Job:
     require_live_lease(job, item.token, now_ms)
     if job.cancel_requested:
         raise JobCancelled("the job was cancelled; nack it", {"job_id": job.id})
-    return replace(
+    return evolve(
         job,
         state=JobState.SUCCEEDED,
         terminal_reason=TerminalReason.SUCCEEDED,
@@ -151,7 +151,7 @@ def expire(job: Job, now_ms: int, rng: random.Random) -> Job:
     if job.lease_expires_ms > now_ms:
         raise InvalidTransition("the lease has not expired", {"job_id": job.id})
     if job.max_run_ms is not None and now_ms >= (job.started_ms or 0) + job.max_run_ms:
-        return replace(
+        return evolve(
             job,
             state=JobState.DEAD_LETTERED,
             version=job.version + 1,
@@ -171,9 +171,9 @@ def fail(
     A job whose cancellation was requested while it ran ends CANCELLED instead.
     """
     error = error[:MAX_ERROR_CHARS]
-    base = replace(job, version=job.version + 1, last_error=error, lease_expires_ms=None)
+    base = evolve(job, version=job.version + 1, last_error=error, lease_expires_ms=None)
     if job.cancel_requested:
-        return replace(
+        return evolve(
             base,
             state=JobState.CANCELLED,
             finished_ms=now_ms,
@@ -181,13 +181,13 @@ def fail(
         )
     if not retry or job.attempt >= job.max_attempts:
         reason = TerminalReason.NOT_RETRYABLE if not retry else TerminalReason.ATTEMPTS_EXHAUSTED
-        return replace(
+        return evolve(
             base, state=JobState.DEAD_LETTERED, finished_ms=now_ms, terminal_reason=reason
         )
     if retry_after_ms is None:
         retry_after_ms = backoff_ms(job.retry_policy, job.attempt, rng)
     state = JobState.QUEUED if retry_after_ms <= 0 else JobState.SCHEDULED
-    return replace(base, state=state, run_at_ms=now_ms + max(retry_after_ms, 0))
+    return evolve(base, state=state, run_at_ms=now_ms + max(retry_after_ms, 0))
 
 
 def cancel(job: Job, reason: str, now_ms: int) -> Job:
@@ -198,7 +198,7 @@ def cancel(job: Job, reason: str, now_ms: int) -> Job:
     if job.state is JobState.CANCELLED or (job.state is JobState.LEASED and job.cancel_requested):
         return job
     if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING):
-        return replace(
+        return evolve(
             job,
             state=JobState.CANCELLED,
             version=job.version + 1,
@@ -207,7 +207,7 @@ def cancel(job: Job, reason: str, now_ms: int) -> Job:
             terminal_reason=TerminalReason.CANCELLED,
         )
     if job.state is JobState.LEASED:
-        return replace(job, cancel_requested=True, last_error=reason[:MAX_ERROR_CHARS])
+        return evolve(job, cancel_requested=True, last_error=reason[:MAX_ERROR_CHARS])
     raise InvalidTransition(f"cannot cancel a {job.state} job", {"job_id": job.id})
 
 
@@ -224,7 +224,7 @@ def expire_unstarted(job: Job, now_ms: int) -> Job:
     """QUEUED/SCHEDULED/WAITING, never leased, past its start deadline -> DEAD_LETTERED."""
     if not past_start_deadline(job, now_ms):
         raise InvalidTransition("the job is not past its start deadline", {"job_id": job.id})
-    return replace(
+    return evolve(
         job,
         state=JobState.DEAD_LETTERED,
         version=job.version + 1,
@@ -239,14 +239,14 @@ def unblock(job: Job, now_ms: int) -> Job:
     if job.state is not JobState.WAITING:
         raise InvalidTransition(f"cannot unblock a {job.state} job", {"job_id": job.id})
     state = JobState.QUEUED if job.run_at_ms <= now_ms else JobState.SCHEDULED
-    return replace(job, state=state, version=job.version + 1)
+    return evolve(job, state=state, version=job.version + 1)
 
 
 def fail_dependency(job: Job, dependency_id: str, dependency_state: JobState, now_ms: int) -> Job:
     """WAITING -> CANCELLED: a job it depends on will never succeed."""
     if job.state is not JobState.WAITING:
         raise InvalidTransition(f"cannot cancel a {job.state} job", {"job_id": job.id})
-    return replace(
+    return evolve(
         job,
         state=JobState.CANCELLED,
         version=job.version + 1,
@@ -260,7 +260,7 @@ def promote(job: Job, now_ms: int) -> Job:
     """SCHEDULED -> QUEUED once run_at has come."""
     if job.state is not JobState.SCHEDULED or job.run_at_ms > now_ms:
         raise InvalidTransition("the job is not due", {"job_id": job.id})
-    return replace(job, state=JobState.QUEUED, version=job.version + 1)
+    return evolve(job, state=JobState.QUEUED, version=job.version + 1)
 
 
 def backoff_ms(policy: RetryPolicy, failed_attempt: int, rng: random.Random) -> int:
@@ -284,7 +284,7 @@ def retry_dead(job: Job, now_ms: int) -> Job:
     """
     if job.state is not JobState.DEAD_LETTERED:
         raise InvalidTransition(f"cannot retry a {job.state} job", {"job_id": job.id})
-    return replace(
+    return evolve(
         job,
         state=JobState.QUEUED,
         attempt=0,

@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar, Union
 
 from dispatcher import telemetry
@@ -47,6 +47,7 @@ from dispatcher.domain.models import (
     LeaseRequest,
     NackItem,
     Settled,
+    evolve,
 )
 from dispatcher.service import dependencies
 from dispatcher.service.queues import QueueControl, queue_full
@@ -222,11 +223,11 @@ class Dispatcher:
     ) -> Job:
         state, failed = await dependencies.initial_state(tx, ns, spec, prefix)
         if state is JobState.WAITING:
-            return replace(job, state=JobState.WAITING)
+            return evolve(job, state=JobState.WAITING)
         if state is JobState.CANCELLED:
             # Born cancelled: apply the transition to a version-0 draft so that the
             # row starts at version 1 like every new job.
-            draft = replace(job, state=JobState.WAITING, version=0)
+            draft = evolve(job, state=JobState.WAITING, version=0)
             return transitions.fail_dependency(draft, failed, JobState.CANCELLED, job.created_ms)
         return job
 
@@ -278,7 +279,7 @@ class Dispatcher:
         job = await self.runs.get(job_id)
         if job is None or job.namespace != ns:
             raise JobNotFound("no job with this id", {"job_id": job_id})
-        return replace(job, wait_reason=await self._wait_reason(job))
+        return evolve(job, wait_reason=await self._wait_reason(job))
 
     async def _wait_reason(self, job: Job) -> str:
         """Why a job that has not started waits, so that a held-back job is never a mystery."""
@@ -390,7 +391,7 @@ class Dispatcher:
                 after = transitions.lease(
                     job, token, worker, now, duration or job.lease_duration_ms
                 )
-                after = replace(after, lease_principal=auth.principal_id())
+                after = evolve(after, lease_principal=auth.principal_id())
                 changes.append(JobChange(job, after, now))
             expired += await dependencies.propagate(tx, expired, now)
             await tx.save(changes + expired)
