@@ -57,6 +57,7 @@ from worker_sdk._proto.dispatch.v1 import (
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = dispatcher_pb2.DESCRIPTOR.services_by_name["DispatcherService"].full_name
+LIVENESS = "liveness"
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 CLOCK_SYNC_S = 10.0
 
@@ -195,6 +196,9 @@ class DispatcherApp:
             reflection.enable_server_reflection(names, server)
         self.port = tls.bind(server, s)
         await self._set_health(False)
+        # "liveness" answers SERVING while the process runs, whatever its stores do:
+        # for a liveness probe, which should restart a wedged process, not an outage.
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self.server = server
         self._tasks = [

@@ -42,6 +42,7 @@ async def test_health_says_not_serving_while_the_index_rebuilds(
     assert await _settles_to(health, "", serving)
     app.components.state.phase = Phase.REBUILDING
     assert await _settles_to(health, "dispatch.v1.DispatcherService", not_serving)
+    assert await _settles_to(health, "liveness", serving)  # alive all the same
     stub = dispatcher_pb2_grpc.DispatcherServiceStub(channel)
     try:
         await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"]))
