@@ -30,7 +30,16 @@ from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.limits import Limits
-from dispatcher.service import listener, queues, quotas, reaper, reconcile, retention, workers
+from dispatcher.service import (
+    listener,
+    queues,
+    quotas,
+    reaper,
+    reconcile,
+    retention,
+    webhooks,
+    workers,
+)
 from dispatcher.service.admin import Admin
 from dispatcher.service.authn import Authenticator
 from dispatcher.service.depth import sample_depth_forever
@@ -128,6 +137,7 @@ class DispatcherApp:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.health = health.aio.HealthServicer()
+        self.webhooks: webhooks.WebhookSender | None = None
 
     @property
     def components(self) -> Components:
@@ -150,6 +160,14 @@ class DispatcherApp:
             self._components = await self._build()
         c = self.components
         s = self.settings
+        self.webhooks = webhooks.enable(
+            c.dispatcher,
+            c.runs,
+            s.webhook_secret,
+            s.webhook_allow_private,
+            s.webhook_timeout_s,
+            s.webhook_ports,
+        )
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
@@ -217,6 +235,9 @@ class DispatcherApp:
             asyncio.create_task(quotas.refresh_forever(c.quotas)),
             asyncio.create_task(retention.run_forever(c.retention, c.clock)),
         ]
+        if self.webhooks is not None:
+            sender = webhooks.run_forever(self.webhooks, c.clock, c.state)
+            self._tasks.append(asyncio.create_task(sender))
         return self.port
 
     async def wait_serving(self, within_s: float = 30.0) -> None:

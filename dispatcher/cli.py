@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from dispatcher import cli_admin, cli_tokens, telemetry
 from dispatcher.app import DispatcherApp
-from dispatcher.config import Settings
+from dispatcher.config import Settings, ports
 from dispatcher.store.sql.migrate import upgrade
 
 logger = logging.getLogger("dispatcher")
@@ -160,6 +160,35 @@ def _security_flags(serve: argparse.ArgumentParser, env: Settings) -> None:
         default=env.max_waiters,
         help="waiting long-polls per namespace [DISPATCHER_MAX_WAITERS]",
     )
+    _webhook_flags(serve, env)
+
+
+def _webhook_flags(serve: argparse.ArgumentParser, env: Settings) -> None:
+    serve.add_argument(
+        "--webhook-secret",
+        default=env.webhook_secret,
+        help="whsec_<base64> signing secret(s), space-separated to rotate; without one, "
+        "callback URLs are refused [DISPATCHER_WEBHOOK_SECRET]",
+    )
+    serve.add_argument(
+        "--webhook-allow-private",
+        action="store_true",
+        default=env.webhook_allow_private,
+        help="let callbacks reach private and loopback addresses, and plain http "
+        "[DISPATCHER_WEBHOOK_ALLOW_PRIVATE=1]",
+    )
+    serve.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=env.webhook_timeout_s,
+        help="seconds one webhook delivery may take [DISPATCHER_WEBHOOK_TIMEOUT]",
+    )
+    serve.add_argument(
+        "--webhook-ports",
+        type=ports,
+        default=env.webhook_ports,
+        help="comma list of ports callbacks may use; empty: any [DISPATCHER_WEBHOOK_PORTS]",
+    )
 
 
 def _store_flags(p: argparse.ArgumentParser, env: Settings) -> None:
@@ -227,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         idempotency_window_s=args.idempotency_window,
         retention_s=args.retention,
+        webhook_secret=args.webhook_secret,
+        webhook_allow_private=args.webhook_allow_private,
+        webhook_timeout_s=args.webhook_timeout,
+        webhook_ports=args.webhook_ports,
     )
     settings.check_exposure()
     telemetry.configure_logging(settings.log_format)

@@ -23,12 +23,16 @@
 | --log-format           | DISPATCHER_LOG_FORMAT           | text (or json)              |
 | --idempotency-window   | DISPATCHER_IDEMPOTENCY_WINDOW   | 86400 (seconds)             |
 | --retention            | DISPATCHER_RETENTION            | 604800 (seconds)            |
+| --webhook-secret       | DISPATCHER_WEBHOOK_SECRET       | none: callback URLs refused |
+| --webhook-allow-private | DISPATCHER_WEBHOOK_ALLOW_PRIVATE=1 | internal addresses refused |
+| --webhook-timeout      | DISPATCHER_WEBHOOK_TIMEOUT      | 15 (seconds)                |
+| --webhook-ports        | DISPATCHER_WEBHOOK_PORTS        | any port (comma list)       |
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dispatcher.domain.limits import Limits
 
@@ -44,6 +48,11 @@ def _env_bool(name: str, default: bool) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+def ports(text: str) -> tuple[int, ...]:
+    """A comma-separated port list ("443,8443")."""
+    return tuple(int(p) for p in text.replace(" ", "").split(",") if p)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,11 @@ class Settings:
     log_format: str = "text"
     idempotency_window_s: float = 86_400.0
     retention_s: float = 604_800.0
+    # "whsec_..." (space-separated for rotation); empty: webhooks off (docs/webhooks.md).
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 15.0
+    webhook_ports: tuple[int, ...] = ()  # empty: any
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -105,6 +119,10 @@ class Settings:
                 _env("DISPATCHER_IDEMPOTENCY_WINDOW", str(cls.idempotency_window_s))
             ),
             retention_s=float(_env("DISPATCHER_RETENTION", str(cls.retention_s))),
+            webhook_secret=_env("DISPATCHER_WEBHOOK_SECRET", ""),
+            webhook_allow_private=_env_bool("DISPATCHER_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_timeout_s=float(_env("DISPATCHER_WEBHOOK_TIMEOUT", str(cls.webhook_timeout_s))),
+            webhook_ports=ports(_env("DISPATCHER_WEBHOOK_PORTS", "")),
         )
 
     def limits(self) -> Limits:

@@ -112,6 +112,16 @@ class Reaper:
                 stats.promoted += 1
                 continue
             stats.expired += 1
+            logger.info(
+                "lease expired; job %s",
+                c.after.state.value,
+                extra={
+                    "job_id": c.after.id,
+                    "queue": c.after.queue,
+                    "namespace": c.after.namespace,
+                    "worker_id": c.before.lease_holder,
+                },
+            )
             a = telemetry.attrs(c.after.namespace, c.after.queue)
             telemetry.leases_expired.add(1, a)
             if c.after.state is JobState.DEAD_LETTERED:
