@@ -21,12 +21,13 @@ async def test_reflection_lists_the_dispatcher_and_health_services(
 ) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
-    async def requests():  # type: ignore[no-untyped-def]
-        yield reflection_pb2.ServerReflectionRequest(list_services="")
-
-    call = stub.ServerReflectionInfo(requests())
+    # write()/done_writing() rather than a request generator: no iterator-consuming
+    # task is left behind for the event loop's teardown to wait on.
+    call = stub.ServerReflectionInfo()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    await call.done_writing()
     resp = await call.read()
-    call.cancel()
+    assert await call.read() == grpc.aio.EOF
     names = {s.name for s in resp.list_services_response.service}
     assert {"dispatch.v1.DispatcherService", "grpc.health.v1.Health"} <= names
 

@@ -278,12 +278,11 @@ async def test_health_is_open_and_reflection_is_open_only_when_served(
         )
         from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-        async def ask():  # type: ignore[no-untyped-def]
-            yield reflection_pb2.ServerReflectionRequest(list_services="")
-
-        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(ask())
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await call.done_writing()
         resp = await call.read()
-        call.cancel()
+        assert await call.read() == grpc.aio.EOF
         assert resp.list_services_response.service
 
 
