@@ -283,6 +283,7 @@ def to_domain_nacks(r: pb.NackRequest) -> list[m.NackItem]:
             error=i.error,
             retry=i.retry,
             retry_after_ms=_ms(i.retry_after) if i.HasField("retry_after") else None,
+            release=i.release,
         )
         for i in r.items
     ]

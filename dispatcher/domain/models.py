@@ -226,6 +226,7 @@ class NackItem:
     error: str = ""
     retry: bool = True
     retry_after_ms: int | None = None
+    release: bool = False  # give it back unfinished: requeued now, the attempt not counted
 
 
 @dataclass(frozen=True)

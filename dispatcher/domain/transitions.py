@@ -4,7 +4,8 @@
         │         ▲                    │ │ │
         │         │ run_at / backoff   │ │ └─nack(no retry) or attempts used─> DEAD_LETTERED
         └──> SCHEDULED <──nack(retry)──┘ │
-                  ▲                       └─lease expired (attempts left)──> QUEUED
+                  ▲                       ├─lease expired (attempts left)──> QUEUED
+                  │                       └─nack(release): given back, attempt not counted──> QUEUED
                   │
     cancel: QUEUED/SCHEDULED ──> CANCELLED at once; LEASED ──> cancel_requested, then
             the worker's Nack or the lease's expiry ──> CANCELLED (its Ack is refused)
@@ -36,6 +37,7 @@ from dispatcher.domain.models import (
 )
 
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped heartbeating"
+RELEASED_ERROR = "given back unfinished by its worker"
 RUN_TIME_EXCEEDED_ERROR = "the attempt ran longer than its max_run_time"
 START_DEADLINE_ERROR = "not leased before its start deadline"
 MAX_ERROR_CHARS = 4096
@@ -141,7 +143,28 @@ def already_nacked(job: Job, token: str) -> bool:
 def nack(job: Job, item: NackItem, now_ms: int, rng: random.Random) -> Job:
     """LEASED -> SCHEDULED (retry after backoff), QUEUED (retry now) or DEAD_LETTERED."""
     require_live_lease(job, item.token, now_ms)
+    if item.release:
+        return release(job, item.error, now_ms, rng)
     return fail(job, item.error, item.retry, item.retry_after_ms, now_ms, rng)
+
+
+def release(job: Job, error: str, now_ms: int, rng: random.Random) -> Job:
+    """LEASED -> QUEUED at once, the attempt not counted: a worker shutting down gives it back.
+
+    Not a failure of the job, so it must not use up an attempt; a job whose
+    cancellation was requested ends CANCELLED as on any other Nack.
+    """
+    if job.cancel_requested:
+        return fail(job, error or RELEASED_ERROR, True, 0, now_ms, rng)
+    return evolve(
+        job,
+        state=JobState.QUEUED,
+        version=job.version + 1,
+        attempt=max(job.attempt - 1, 0),
+        run_at_ms=now_ms,
+        lease_expires_ms=None,
+        last_error=(error or RELEASED_ERROR)[:MAX_ERROR_CHARS],
+    )
 
 
 def expire(job: Job, now_ms: int, rng: random.Random) -> Job:

@@ -42,8 +42,9 @@ async def nack(
     error: str = "boom",
     retry: bool = True,
     retry_after_ms: int | None = None,
+    release: bool = False,
 ) -> None:
-    await c.dispatcher.nack("", [NackItem(token, error, retry, retry_after_ms)])
+    await c.dispatcher.nack("", [NackItem(token, error, retry, retry_after_ms, release)])
 
 
 NO_JITTER = RetryPolicy(initial_backoff_ms=1000, max_backoff_ms=60_000, multiplier=2.0, jitter=0.0)

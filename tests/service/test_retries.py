@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain import transitions
+from dispatcher.domain.errors import LeaseExpired
 from dispatcher.domain.models import JobState, RetryPolicy
 from tests.service.helpers import NO_JITTER, lease, nack, spec
 
@@ -106,3 +109,33 @@ def test_jitter_stays_within_its_fraction_of_the_delay() -> None:
 
 def test_a_huge_attempt_number_does_not_overflow_the_backoff() -> None:
     assert transitions.backoff_ms(NO_JITTER, 10_000, random.Random()) == NO_JITTER.max_backoff_ms
+
+
+async def test_a_released_job_is_queued_at_once_without_using_up_an_attempt(
+    replica: Components,
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec(max_attempts=1))).job
+    (g,) = await lease(replica)
+    await nack(replica, g.token, error="worker shutting down", release=True)
+    row = await replica.runs.get(job.id)
+    assert row is not None
+    assert (row.state, row.attempt, row.last_error) == (
+        JobState.QUEUED,
+        0,
+        "worker shutting down",
+    )
+    (again,) = await lease(replica)  # max_attempts=1, yet it runs: the release did not count
+    assert (again.job.id, again.job.attempt) == (job.id, 1)
+    with pytest.raises(LeaseExpired):
+        await nack(replica, g.token, release=True)  # the old token is void
+
+
+async def test_releasing_a_job_whose_cancellation_was_requested_cancels_it(
+    replica: Components,
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    (g,) = await lease(replica)
+    await replica.dispatcher.cancel("", job.id, "not needed")
+    await nack(replica, g.token, release=True)
+    row = await replica.runs.get(job.id)
+    assert row is not None and row.state is JobState.CANCELLED

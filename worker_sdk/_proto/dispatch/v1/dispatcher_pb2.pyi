@@ -583,11 +583,18 @@ class NackItem(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     lease_token: _builtins.str
     error: _builtins.str
     """What went wrong; truncated to 4096 characters."""
     retry: _builtins.bool
     """False dead-letters the job at once."""
+    release: _builtins.bool
+    """Gives the job back unfinished (the worker is shutting down): it is queued
+    again at once and this attempt does not count against max_attempts.
+    retry and retry_after are ignored; a job whose cancellation was requested
+    ends CANCELLED.
+    """
     @_builtins.property
     def retry_after(self) -> _duration_pb2.Duration:
         """Overrides the backoff for the next attempt (0 to 1 year)."""
@@ -599,10 +606,11 @@ class NackItem(_message.Message):
         error: _builtins.str = ...,
         retry: _builtins.bool = ...,
         retry_after: _duration_pb2.Duration | None = ...,
+        release: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease_token", b"lease_token", "retry", b"retry", "retry_after", b"retry_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease_token", b"lease_token", "release", b"release", "retry", b"retry", "retry_after", b"retry_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
