@@ -1,0 +1,69 @@
+"""The dispatcher's Python SDK: a producer `Client` (and `SyncClient`) and a `Worker`.
+
+Generated protobuf code lives in `worker_sdk._proto` and never appears in
+this API, except through `Client.raw`.
+"""
+
+from worker_sdk.client import Client
+from worker_sdk.context import JobContext, NonRetryable, Retry
+from worker_sdk.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DispatcherError,
+    FailedPrecondition,
+    InvalidArgument,
+    JobFailed,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from worker_sdk.options import ConnectOptions, RetryOptions, WorkerOptions
+from worker_sdk.sync import SyncClient
+from worker_sdk.types import (
+    Backoff,
+    Enqueued,
+    Job,
+    JobOptions,
+    JobRequest,
+    JobState,
+    JobUpdate,
+    Priority,
+    Progress,
+    TerminalReason,
+)
+from worker_sdk.worker import Worker
+
+__all__ = [
+    "AlreadyExists",
+    "Backoff",
+    "Client",
+    "ConnectOptions",
+    "DeadlineExceeded",
+    "DispatcherError",
+    "Enqueued",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "Job",
+    "JobContext",
+    "JobFailed",
+    "JobOptions",
+    "JobRequest",
+    "JobState",
+    "JobUpdate",
+    "NonRetryable",
+    "NotFound",
+    "PermissionDenied",
+    "Priority",
+    "Progress",
+    "ResourceExhausted",
+    "Retry",
+    "RetryOptions",
+    "SyncClient",
+    "TerminalReason",
+    "Unauthenticated",
+    "Unavailable",
+    "Worker",
+    "WorkerOptions",
+]

@@ -1,0 +1,172 @@
+"""Every conversion between the SDK's types and the generated protobuf classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
+from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
+from worker_sdk.types import (
+    Backoff,
+    Enqueued,
+    Job,
+    JobRequest,
+    JobState,
+    JobUpdate,
+    Priority,
+    Progress,
+    TerminalReason,
+    encode_payload,
+)
+
+PRIORITY_TO_PROTO: Mapping[Priority, jpb.Priority.ValueType] = {
+    Priority.CRITICAL: jpb.PRIORITY_CRITICAL,
+    Priority.HIGH: jpb.PRIORITY_HIGH,
+    Priority.DEFAULT: jpb.PRIORITY_DEFAULT,
+    Priority.LOW: jpb.PRIORITY_LOW,
+}
+PRIORITY_FROM_PROTO = {v: k for k, v in PRIORITY_TO_PROTO.items()} | {
+    jpb.PRIORITY_UNSPECIFIED: Priority.DEFAULT
+}
+
+STATE_TO_PROTO: Mapping[JobState, jpb.JobState.ValueType] = {
+    JobState.WAITING: jpb.JOB_STATE_WAITING,
+    JobState.SCHEDULED: jpb.JOB_STATE_SCHEDULED,
+    JobState.QUEUED: jpb.JOB_STATE_QUEUED,
+    JobState.LEASED: jpb.JOB_STATE_LEASED,
+    JobState.SUCCEEDED: jpb.JOB_STATE_SUCCEEDED,
+    JobState.DEAD_LETTERED: jpb.JOB_STATE_DEAD_LETTERED,
+    JobState.CANCELLED: jpb.JOB_STATE_CANCELLED,
+}
+STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
+
+REASON_TO_PROTO: Mapping[TerminalReason, jpb.TerminalReason.ValueType] = {
+    TerminalReason.NONE: jpb.TERMINAL_REASON_UNSPECIFIED,
+    TerminalReason.SUCCEEDED: jpb.TERMINAL_REASON_SUCCEEDED,
+    TerminalReason.ATTEMPTS_EXHAUSTED: jpb.TERMINAL_REASON_ATTEMPTS_EXHAUSTED,
+    TerminalReason.NOT_RETRYABLE: jpb.TERMINAL_REASON_NOT_RETRYABLE,
+    TerminalReason.CANCELLED: jpb.TERMINAL_REASON_CANCELLED,
+    TerminalReason.START_DEADLINE_EXCEEDED: jpb.TERMINAL_REASON_START_DEADLINE_EXCEEDED,
+    TerminalReason.RUN_TIME_EXCEEDED: jpb.TERMINAL_REASON_RUN_TIME_EXCEEDED,
+    TerminalReason.DEPENDENCY_FAILED: jpb.TERMINAL_REASON_DEPENDENCY_FAILED,
+}
+REASON_FROM_PROTO = {v: k for k, v in REASON_TO_PROTO.items()}
+
+
+def duration(d: timedelta) -> Duration:
+    out = Duration()
+    out.FromTimedelta(d)
+    return out
+
+
+def timestamp(t: datetime) -> Timestamp:
+    if t.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware (a naive datetime is ambiguous)")
+    out = Timestamp()
+    out.FromDatetime(t)
+    return out
+
+
+def from_timestamp(t: Timestamp, present: bool) -> datetime | None:
+    return t.ToDatetime(tzinfo=UTC) if present else None
+
+
+def job_spec(r: JobRequest, idempotency_key: str) -> jpb.JobSpec:
+    """The proto JobSpec of a request, with the idempotency key chosen by the client."""
+    o = r.options
+    payload, content_type = encode_payload(r.payload, o.content_type)
+    spec = jpb.JobSpec(
+        queue=r.queue,
+        type=r.type,
+        payload=payload,
+        content_type=content_type,
+        priority=PRIORITY_TO_PROTO[o.priority],
+        metadata=dict(o.metadata),
+        max_attempts=o.max_attempts or 0,
+        idempotency_key=idempotency_key,
+        callback_url=o.callback_url,
+        depends_on=list(o.depends_on),
+        concurrency_key=o.concurrency_key,
+    )
+    if o.backoff is not None:
+        _apply_backoff(o.backoff, spec.retry_policy)
+    if o.lease_duration is not None:
+        spec.lease_duration.CopyFrom(duration(o.lease_duration))
+    if o.run_at is not None and o.delay is not None:
+        raise ValueError("set run_at or delay, not both")
+    if o.run_at is not None:
+        spec.run_at.CopyFrom(timestamp(o.run_at))
+    if o.delay is not None:
+        spec.delay.CopyFrom(duration(o.delay))
+    if o.start_within is not None:
+        spec.start_within.CopyFrom(duration(o.start_within))
+    if o.max_run_time is not None:
+        spec.max_run_time.CopyFrom(duration(o.max_run_time))
+    return spec
+
+
+def _apply_backoff(b: Backoff, out: jpb.RetryPolicy) -> None:
+    if b.initial is not None:
+        out.initial_backoff.CopyFrom(duration(b.initial))
+    if b.maximum is not None:
+        out.max_backoff.CopyFrom(duration(b.maximum))
+    if b.multiplier is not None:
+        out.multiplier = b.multiplier
+    if b.jitter is not None:
+        out.jitter = b.jitter
+
+
+def job(j: jpb.Job) -> Job:
+    """The SDK's Job of a proto Job."""
+    return Job(
+        id=j.id,
+        namespace=j.namespace,
+        queue=j.queue,
+        type=j.type,
+        state=STATE_FROM_PROTO.get(j.state, JobState.QUEUED),
+        payload=j.payload,
+        content_type=j.content_type,
+        priority=PRIORITY_FROM_PROTO.get(j.priority, Priority.DEFAULT),
+        metadata=dict(j.metadata),
+        attempt=j.attempt,
+        max_attempts=j.max_attempts,
+        progress=Progress(j.progress.percent, j.progress.message),
+        created_at=from_timestamp(j.create_time, j.HasField("create_time")),
+        started_at=from_timestamp(j.start_time, j.HasField("start_time")),
+        finished_at=from_timestamp(j.finish_time, j.HasField("finish_time")),
+        next_run_at=from_timestamp(j.next_run_time, j.HasField("next_run_time")),
+        last_error=j.last_error,
+        result=j.result,
+        result_content_type=j.result_content_type,
+        lease_holder=j.lease_holder,
+        version=j.version,
+        idempotency_key=j.idempotency_key,
+        trace_context=dict(j.trace_context),
+        cancel_requested=j.cancel_requested,
+        terminal_reason=REASON_FROM_PROTO.get(j.terminal_reason, TerminalReason.NONE),
+        wait_reason=j.wait_reason,
+        depends_on=tuple(j.depends_on),
+        concurrency_key=j.concurrency_key,
+        lease_duration=j.lease_duration.ToTimedelta() if j.HasField("lease_duration") else None,
+    )
+
+
+def enqueued(j: jpb.Job, created: bool) -> Enqueued:
+    return Enqueued(job(j), created)
+
+
+def update(u: pb.StreamUpdatesResponse) -> JobUpdate:
+    return JobUpdate(
+        job_id=u.job_id,
+        queue=u.queue,
+        version=u.version,
+        state=STATE_FROM_PROTO.get(u.state, JobState.QUEUED),
+        attempt=u.attempt,
+        time=from_timestamp(u.time, u.HasField("time")),
+        error=u.error,
+        job=job(u.job) if u.HasField("job") else None,
+    )

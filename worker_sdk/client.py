@@ -1,0 +1,235 @@
+"""The producer client: enqueue jobs, read their status, follow them, wait for results.
+
+async with Client("127.0.0.1:50051") as client:
+    job = await client.enqueue("emails", "send", {"to": "ada@example.com"})
+    done = await client.result(job.id, timeout=timedelta(seconds=30))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from worker_sdk import _convert, _retry
+from worker_sdk._channel import open_channel
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
+from worker_sdk.errors import DispatcherError, JobFailed, code_from_int, error_for, from_rpc_error
+from worker_sdk.options import ConnectOptions
+from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobState, JobUpdate
+
+logger = logging.getLogger(__name__)
+
+
+class Client:
+    """An async client of the dispatcher. Cheap to create; the channel opens on first use.
+
+    Every call has the deadline `options.timeout`, and failures that are safe to
+    retry (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with backoff. An
+    enqueue without an idempotency key gets a fresh one, reused by its
+    retries, so a retry never creates a second job.
+    """
+
+    def __init__(self, options: ConnectOptions | str | None = None) -> None:
+        if options is None:
+            options = ConnectOptions.from_env()
+        elif isinstance(options, str):
+            options = ConnectOptions(address=options)
+        self.options = options
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub | None = None
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (a later call opens a new one)."""
+        if self._channel is not None:
+            channel, self._channel, self._stub = self._channel, None, None
+            await channel.close()
+
+    @property
+    def raw(self) -> dispatcher_pb2_grpc.DispatcherServiceAsyncStub:
+        """The generated stub, for what the SDK does not cover (takes and returns _pb2 types)."""
+        if self._stub is None:
+            self._channel = open_channel(self.options)
+            self._stub = dispatcher_pb2_grpc.DispatcherServiceStub(self._channel)
+        return self._stub
+
+    @property
+    def namespace(self) -> str:
+        return self.options.namespace
+
+    @property
+    def _timeout(self) -> float:
+        return self.options.timeout.total_seconds()
+
+    async def _unary(self, method: str, request: Any, *, idempotent: bool) -> Any:
+        async def once() -> Any:
+            return await getattr(self.raw, method)(request, timeout=self._timeout)
+
+        return await _retry.call(once, self.options.retry, idempotent=idempotent, rng=self._rng)
+
+    # ---- producing -----------------------------------------------------------
+
+    async def enqueue(
+        self, queue: str, type: str, payload: Any = b"", options: JobOptions | None = None
+    ) -> Job:
+        """Enqueue one job; it is durable when this returns. Returns the job.
+
+        `payload` is sent as is when it is bytes, else as JSON. With an
+        `idempotency_key` that was used before, the earlier job is returned.
+
+        Raises:
+            InvalidArgument: a field is invalid (`fields` says which).
+            AlreadyExists: the idempotency key was used with another payload.
+            ResourceExhausted: the queue is full, even after retries.
+        """
+        request = JobRequest(queue, type, payload, options or JobOptions())
+        spec = _convert.job_spec(request, _key(request))
+        reply = await self._unary(
+            "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=spec), idempotent=True
+        )
+        return _convert.job(reply.job)
+
+    async def enqueue_many(
+        self, requests: Iterable[JobRequest]
+    ) -> list[Enqueued | DispatcherError]:
+        """Enqueue many jobs in one call: one result per request, in order.
+
+        Each item succeeds or fails on its own (a failed item is returned as
+        its DispatcherError, not raised); a call-wide failure raises.
+        """
+        specs = [_convert.job_spec(r, _key(r)) for r in requests]
+        if not specs:
+            return []
+        if len(specs) == 1:  # the server fails a one-item batch as a whole: keep per-item shape
+            try:
+                reply = await self._unary(
+                    "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=specs[0]),
+                    idempotent=True,
+                )  # fmt: skip
+            except DispatcherError as exc:
+                if exc.code in self.options.retry.codes:
+                    raise
+                return [exc]
+            return [_convert.enqueued(reply.job, reply.created)]
+        batch = pb.EnqueueBatchRequest(namespace=self.namespace, jobs=specs)
+        reply = await self._unary("EnqueueBatch", batch, idempotent=True)
+        return [_enqueue_result(r) for r in reply.results]
+
+    async def get(self, job_id: str) -> Job:
+        """The job as it is now.
+
+        Raises:
+            NotFound: no job has this id in the namespace.
+        """
+        request = pb.GetStatusRequest(namespace=self.namespace, job_id=job_id)
+        reply = await self._unary("GetStatus", request, idempotent=True)
+        return _convert.job(reply.job)
+
+    async def cancel(self, job_id: str, reason: str = "") -> Job:
+        """Cancel a job: at once if it is not running, else its worker is told to stop.
+
+        Raises:
+            NotFound: no such job.
+            FailedPrecondition: it already succeeded or was dead-lettered.
+        """
+        request = pb.CancelRequest(namespace=self.namespace, job_id=job_id, reason=reason)
+        reply = await self._unary("Cancel", request, idempotent=True)
+        return _convert.job(reply.job)
+
+    # ---- following -----------------------------------------------------------
+
+    async def updates(
+        self, job_ids: Sequence[str] = (), queue: str = ""
+    ) -> AsyncIterator[JobUpdate]:
+        """Follow jobs (or a whole queue): their current state first, then every transition.
+
+        Reconnects by itself when the stream breaks, and resumes without a
+        gap or a repeat (each job's updates carry increasing versions). When
+        following jobs, it ends once every one of them is terminal.
+        """
+        seen: dict[str, int] = {}
+        done: set[str] = set()
+        backoff = _retry.Backoff(self.options.retry, self._rng)
+        while True:
+            pending = [j for j in job_ids if j not in done]
+            if job_ids and not pending:
+                return
+            request = pb.StreamUpdatesRequest(
+                namespace=self.namespace, job_ids=pending, queue=queue
+            )
+            try:
+                async for message in self.raw.StreamUpdates(request):
+                    backoff.reset()
+                    update = _convert.update(message)
+                    if update.version <= seen.get(update.job_id, 0):
+                        continue  # already delivered before a reconnect
+                    seen[update.job_id] = update.version
+                    if update.state.terminal:
+                        done.add(update.job_id)
+                    yield update
+                if job_ids:
+                    continue  # the server ended it: every job is terminal (checked above)
+                return
+            except grpc.aio.AioRpcError as exc:
+                err = from_rpc_error(exc)
+                if err.code not in self.options.retry.codes:
+                    raise err from None
+                if backoff.failures + 1 >= self.options.retry.max_attempts:
+                    raise err from None
+                delay = backoff.next_delay_s()
+                logger.info("update stream broke (%s); resuming in %.2fs", err.code.name, delay)
+                await asyncio.sleep(delay)
+
+    # `timeout` is part of the contract (as on SyncClient), not a cancel scope: noqa ASYNC109.
+    async def wait(self, job_id: str, timeout: timedelta | None = None) -> Job:  # noqa: ASYNC109
+        """Wait until the job is terminal and return it (whatever its outcome).
+
+        Raises:
+            TimeoutError: it was not terminal within `timeout`.
+        """
+        async with asyncio.timeout(timeout.total_seconds() if timeout else None):
+            async for update in self.updates([job_id]):
+                if update.state.terminal:
+                    return update.job or await self.get(job_id)
+            return await self.get(job_id)
+
+    async def result(self, job_id: str, timeout: timedelta | None = None) -> Job:  # noqa: ASYNC109
+        """Wait for the job to succeed and return it (`job.result`, `job.result_json()`).
+
+        Raises:
+            JobFailed: it was dead-lettered or cancelled (the job is attached).
+            TimeoutError: it was not terminal within `timeout`.
+        """
+        job = await self.wait(job_id, timeout)
+        if job.state is not JobState.SUCCEEDED:
+            raise JobFailed(job)
+        return job
+
+
+def _key(r: JobRequest) -> str:
+    """The request's idempotency key, or a fresh one that its retries will reuse."""
+    key = r.options.idempotency_key
+    return key if key is not None else f"sdk:{uuid.uuid4().hex}"
+
+
+def _enqueue_result(r: pb.EnqueueResult) -> Enqueued | DispatcherError:
+    if r.HasField("error"):
+        return error_for(code_from_int(r.error.code), r.error.message, r.error.reason)
+    return _convert.enqueued(r.job, r.created)
