@@ -25,6 +25,7 @@ from dispatcher.api import tls
 from dispatcher.api.admin_servicer import AdminServicer
 from dispatcher.api.auth import AuthInterceptor
 from dispatcher.api.errors import ErrorInterceptor
+from dispatcher.api.schedule_servicer import ScheduleServicer
 from dispatcher.api.servicer import DispatcherServicer
 from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
@@ -37,6 +38,7 @@ from dispatcher.service import (
     reaper,
     reconcile,
     retention,
+    schedules,
     webhooks,
     workers,
 )
@@ -47,6 +49,7 @@ from dispatcher.service.dispatch import Dispatcher
 from dispatcher.service.queues import QueueControl
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.retention import RetentionSweeper
+from dispatcher.service.schedules import ScheduleFirer, Schedules
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.updates import UpdateHub, UpdateStreams
 from dispatcher.service.wakeups import Waiters
@@ -61,6 +64,8 @@ from worker_sdk._proto.dispatch.v1 import (
     admin_pb2_grpc,
     dispatcher_pb2,
     dispatcher_pb2_grpc,
+    schedule_pb2,
+    schedule_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,6 +73,7 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = dispatcher_pb2.DESCRIPTOR.services_by_name["DispatcherService"].full_name
 LIVENESS = "liveness"
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+SCHEDULE_SERVICE_NAME = schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 CLOCK_SYNC_S = 10.0
 
 
@@ -114,6 +120,8 @@ class Components:
             quotas=self.quotas,
         )
         self.retention = RetentionSweeper(self.runs, self.limits.retention_ms)
+        self.schedules = Schedules(self.runs, self.dispatcher, self.clock)
+        self.schedule_firer = ScheduleFirer(self.schedules.store, self.dispatcher)
         self.admin = Admin(self.runs, self.index, self.clock, self.waiters, self.queues)
         self.streams = UpdateStreams(self.runs, self.hub, self.limits)
         self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
@@ -203,11 +211,15 @@ class DispatcherApp:
             DispatcherServicer(c.dispatcher, c.streams), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(c.admin, c.quotas), server)
+        schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleServicer(c.schedules), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if s.reflection_on:
             names = (
                 SERVICE_NAME,
                 ADMIN_SERVICE_NAME,
+                SCHEDULE_SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             )
@@ -234,6 +246,7 @@ class DispatcherApp:
             asyncio.create_task(queues.refresh_forever(c.queues)),
             asyncio.create_task(quotas.refresh_forever(c.quotas)),
             asyncio.create_task(retention.run_forever(c.retention, c.clock)),
+            asyncio.create_task(schedules.run_forever(c.schedule_firer, c.clock, c.state)),
         ]
         if self.webhooks is not None:
             sender = webhooks.run_forever(self.webhooks, c.clock, c.state)

@@ -184,3 +184,29 @@ namespace_quotas = Table(
     Column("max_leases", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# Recurring schedules (SQL only: nothing about them lives in Redis). A tick is
+# claimed with a compare-and-set on claimed_until, its job enqueued with the
+# idempotency key schedule:<id>:<tick>, then next_fire_at is advanced with a
+# compare-and-set on its old value (dispatcher/service/schedules.py).
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("cron", String(256), nullable=False),  # "" for an interval schedule
+    Column("interval_ms", BigInteger, nullable=True),  # NULL for a cron schedule
+    Column("timezone", String(64), nullable=False),
+    Column("template", Text, nullable=False),  # JSON of the job spec, payload in base64
+    Column("misfire_policy", String(32), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("next_fire_at", BigInteger, nullable=False),
+    Column("last_fire_at", BigInteger, nullable=True),
+    Column("last_job_id", String(26), nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("claimed_until", BigInteger, nullable=False),  # a replica is firing it until then
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("namespace", "name", name="uq_schedules_name"),
+    Index("ix_schedules_due", "paused", "next_fire_at"),
+)
