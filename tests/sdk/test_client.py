@@ -1,0 +1,169 @@
+"""The producer client against a real dispatcher, on each backend."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dispatcher.app import DispatcherApp
+from dispatcher.clock import FakeClock
+from worker_sdk import (
+    AlreadyExists,
+    Backoff,
+    Client,
+    ConnectOptions,
+    Enqueued,
+    InvalidArgument,
+    JobFailed,
+    JobOptions,
+    JobRequest,
+    JobState,
+    NotFound,
+    Priority,
+    SyncClient,
+)
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
+
+
+async def _lease_and_ack(client: Client, result: bytes = b"", queue: str = "q") -> str:
+    """Complete the next job with the raw stub, the way any worker would."""
+    reply = await client.raw.Lease(
+        pb.LeaseRequest(worker_id="w", queues=[queue], max_jobs=1), timeout=5
+    )
+    (lease,) = reply.leases
+    await client.raw.Ack(
+        pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token, result=result)]),
+        timeout=5,
+    )
+    return lease.job.id
+
+
+async def test_an_enqueued_object_is_sent_as_json_and_read_back_with_native_types(
+    client: Client, clock: FakeClock
+) -> None:
+    run_at = datetime.fromtimestamp(clock.now_ms() / 1000 + 60, tz=UTC)
+    job = await client.enqueue(
+        "q",
+        "send",
+        {"to": "ada@example.com"},
+        JobOptions(priority=Priority.HIGH, metadata={"team": "a"}, run_at=run_at, max_attempts=7),
+    )
+    again = await client.get(job.id)
+    assert again.json() == {"to": "ada@example.com"}
+    assert again.content_type == "application/json"
+    assert (again.priority, again.state, again.max_attempts) == (
+        Priority.HIGH,
+        JobState.SCHEDULED,
+        7,
+    )
+    assert again.metadata == {"team": "a"}
+    assert again.next_run_at == run_at
+
+
+async def test_bytes_are_sent_as_they_are(client: Client) -> None:
+    job = await client.enqueue("q", "t", b"\x00raw", JobOptions(content_type="x/y"))
+    assert (job.payload, job.content_type) == (b"\x00raw", "x/y")
+
+
+async def test_the_same_idempotency_key_returns_the_first_job_and_another_payload_is_refused(
+    client: Client,
+) -> None:
+    options = JobOptions(idempotency_key="order-42")
+    first = await client.enqueue("q", "t", {"n": 1}, options)
+    second = await client.enqueue("q", "t", {"n": 1}, options)
+    assert second.id == first.id
+    with pytest.raises(AlreadyExists):
+        await client.enqueue("q", "t", {"n": 2}, options)
+
+
+async def test_an_invalid_field_raises_invalid_argument_naming_the_field(client: Client) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await client.enqueue("bad queue!", "t")
+    assert "job.queue" in caught.value.fields
+    assert caught.value.reason == "INVALID_FIELD"
+
+
+async def test_a_naive_run_at_is_refused_before_anything_is_sent(client: Client) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await client.enqueue("q", "t", options=JobOptions(run_at=datetime(2030, 1, 1)))  # noqa: DTZ001
+
+
+async def test_enqueue_many_returns_one_result_per_request_in_order(client: Client) -> None:
+    results = await client.enqueue_many(
+        [JobRequest("q", "t", {"i": 1}), JobRequest("", "t"), JobRequest("q", "t", {"i": 3})]
+    )
+    assert [type(r) for r in results] == [Enqueued, InvalidArgument, Enqueued]
+    ok = [r for r in results if isinstance(r, Enqueued)]
+    assert [r.job.json() for r in ok] == [{"i": 1}, {"i": 3}]
+    assert all(r.created for r in ok)
+
+
+async def test_enqueue_many_with_one_bad_request_returns_its_error_instead_of_raising(
+    client: Client,
+) -> None:
+    (only,) = await client.enqueue_many([JobRequest("", "t")])
+    assert isinstance(only, InvalidArgument)
+
+
+async def test_getting_an_unknown_job_raises_not_found(client: Client) -> None:
+    with pytest.raises(NotFound):
+        await client.get("01J00000000000000000000000")
+
+
+async def test_result_returns_the_succeeded_job_with_its_result(client: Client) -> None:
+    job = await client.enqueue("q", "t", {})
+    waiting = asyncio.create_task(client.result(job.id, timeout=timedelta(seconds=30)))
+    await _lease_and_ack(client, b'{"ok":true}')
+    done = await waiting
+    assert (done.id, done.state, done.result_json()) == (job.id, JobState.SUCCEEDED, {"ok": True})
+
+
+async def test_result_raises_job_failed_for_a_cancelled_job(client: Client) -> None:
+    job = await client.enqueue("q", "t", {})
+    cancelled = await client.cancel(job.id, "not needed")
+    assert cancelled.state is JobState.CANCELLED
+    with pytest.raises(JobFailed) as caught:
+        await client.result(job.id, timeout=timedelta(seconds=30))
+    assert caught.value.job.last_error == "not needed"
+
+
+async def test_wait_gives_up_after_its_timeout(client: Client) -> None:
+    job = await client.enqueue("q", "t", {})
+    with pytest.raises(TimeoutError):
+        await client.wait(job.id, timeout=timedelta(milliseconds=200))
+
+
+async def test_updates_yield_the_current_state_then_each_transition_until_terminal(
+    client: Client,
+) -> None:
+    job = await client.enqueue("q", "t", {}, JobOptions(backoff=Backoff(jitter=0.0)))
+    seen = []
+
+    async def follow() -> None:
+        async for u in client.updates([job.id]):
+            seen.append((u.state, u.version))
+
+    following = asyncio.create_task(follow())
+    while not seen:
+        await asyncio.sleep(0.01)
+    await _lease_and_ack(client)
+    await asyncio.wait_for(following, 30)
+    assert [s for s, _ in seen] == [JobState.QUEUED, JobState.LEASED, JobState.SUCCEEDED]
+    versions = [v for _, v in seen]
+    assert versions == sorted(set(versions))
+
+
+async def test_the_sync_client_does_the_same_without_await(app: DispatcherApp) -> None:
+    def blocking_code() -> list[JobState]:
+        with SyncClient(ConnectOptions(address=f"127.0.0.1:{app.port}")) as client:
+            job = client.enqueue("q", "t", {"n": 1})
+            assert client.get(job.id).json() == {"n": 1}
+            assert client.cancel(job.id).state is JobState.CANCELLED
+            with pytest.raises(JobFailed):
+                client.result(job.id)
+            return [u.state for u in client.updates([job.id])]
+
+    # In a thread, as in a web view: the server runs on this test's event loop.
+    assert await asyncio.to_thread(blocking_code) == [JobState.CANCELLED]

@@ -1,0 +1,264 @@
+"""The Worker against a real dispatcher on each backend. The server's clock is fake, so a
+lease only expires when a test advances it; the worker's own timers run for real."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+
+from dispatcher.app import DispatcherApp
+from dispatcher.clock import FakeClock
+from worker_sdk import (
+    Client,
+    ConnectOptions,
+    Job,
+    JobContext,
+    JobOptions,
+    JobState,
+    NonRetryable,
+    Retry,
+    TerminalReason,
+    Worker,
+    WorkerOptions,
+)
+
+QUICK = WorkerOptions(
+    queues=("q",),
+    concurrency=3,
+    lease_duration=timedelta(seconds=1),  # heartbeats every third of a second
+    poll_wait=timedelta(seconds=1),
+    shutdown_grace=timedelta(milliseconds=200),
+)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+async def state_is(client: Client, job_id: str, state: JobState) -> Job:
+    job: Job | None = None
+
+    async def reached() -> bool:
+        nonlocal job
+        job = await client.get(job_id)
+        return job.state is state
+
+    await until(reached, f"{job_id} {state}")
+    assert job is not None
+    return job
+
+
+@pytest.fixture
+async def worker(connect: ConnectOptions) -> AsyncIterator[Worker]:
+    w = Worker(QUICK, connect)
+    yield w
+    await w.stop()
+
+
+async def test_a_handlers_return_value_becomes_the_result(worker: Worker, client: Client) -> None:
+    @worker.handler("add")
+    async def add(job: JobContext) -> dict[str, int]:
+        return {"sum": job.json()["a"] + job.json()["b"]}
+
+    await worker.start()
+    job = await client.enqueue("q", "add", {"a": 1, "b": 2})
+    done = await client.result(job.id, timeout=timedelta(seconds=30))
+    assert (done.result_json(), done.attempt, done.result_content_type) == (
+        {"sum": 3},
+        1,
+        "application/json",
+    )
+
+
+async def test_a_plain_function_runs_in_a_thread_and_its_progress_reaches_the_job(
+    worker: Worker, client: Client
+) -> None:
+    release = threading.Event()
+    threads: list[str] = []
+
+    @worker.handler("resize")
+    def resize(job: JobContext) -> bytes:
+        threads.append(threading.current_thread().name)
+        job.progress(40, "scaling")
+        release.wait(30)
+        return b"done"
+
+    await worker.start()
+    job = await client.enqueue("q", "resize")
+
+    async def progress_shown() -> bool:
+        return (await client.get(job.id)).progress.percent == 40
+
+    await until(progress_shown, "progress")
+    assert (await client.get(job.id)).progress.message == "scaling"
+    release.set()
+    done = await client.result(job.id, timeout=timedelta(seconds=30))
+    assert done.result == b"done"
+    assert threads[0].startswith("worker-handler")
+
+
+async def test_an_exception_fails_the_attempt_and_the_job_is_retried(
+    worker: Worker, client: Client
+) -> None:
+    @worker.handler("flaky")
+    async def flaky(job: JobContext) -> None:
+        raise ConnectionError("smtp down")
+
+    await worker.start()
+    job = await client.enqueue("q", "flaky", {}, JobOptions(max_attempts=3))
+    retried = await state_is(client, job.id, JobState.SCHEDULED)
+    assert retried.attempt == 1
+    assert retried.last_error.startswith("ConnectionError: smtp down")
+    assert "Traceback" in retried.last_error
+
+
+async def test_the_last_attempt_failing_dead_letters_the_job(
+    worker: Worker, client: Client
+) -> None:
+    @worker.handler("flaky")
+    async def flaky(job: JobContext) -> None:
+        raise ConnectionError("smtp down")
+
+    await worker.start()
+    job = await client.enqueue("q", "flaky", {}, JobOptions(max_attempts=1))
+    dead = await state_is(client, job.id, JobState.DEAD_LETTERED)
+    assert dead.terminal_reason is TerminalReason.ATTEMPTS_EXHAUSTED
+
+
+async def test_a_non_retryable_exception_dead_letters_at_once(
+    worker: Worker, client: Client
+) -> None:
+    @worker.handler("parse", non_retryable=(ValueError,))
+    async def parse(job: JobContext) -> None:
+        raise ValueError("not a number")
+
+    @worker.handler("reject")
+    async def reject(job: JobContext) -> None:
+        raise NonRetryable("bad input")
+
+    await worker.start()
+    for job_type in ("parse", "reject"):
+        job = await client.enqueue("q", job_type, {}, JobOptions(max_attempts=5))
+        dead = await state_is(client, job.id, JobState.DEAD_LETTERED)
+        assert (dead.attempt, dead.terminal_reason) == (1, TerminalReason.NOT_RETRYABLE)
+
+
+async def test_raising_retry_chooses_when_the_next_attempt_runs(
+    worker: Worker, client: Client, clock: FakeClock
+) -> None:
+    @worker.handler("later")
+    async def later(job: JobContext) -> None:
+        raise Retry("rate limited upstream", after=timedelta(seconds=30))
+
+    await worker.start()
+    job = await client.enqueue("q", "later", {})
+    retried = await state_is(client, job.id, JobState.SCHEDULED)
+    assert retried.next_run_at is not None
+    assert retried.next_run_at.timestamp() * 1000 == clock.now_ms() + 30_000
+
+
+async def test_a_job_type_without_a_handler_is_failed_for_another_worker_to_take(
+    worker: Worker, client: Client
+) -> None:
+    @worker.handler("known")
+    async def known(job: JobContext) -> None:
+        return None
+
+    await worker.start()
+    job = await client.enqueue("q", "unknown", {}, JobOptions(max_attempts=2))
+    failed = await state_is(client, job.id, JobState.SCHEDULED)
+    assert "no handler for job type 'unknown'" in failed.last_error
+
+
+async def test_at_most_concurrency_jobs_run_at_once_and_all_complete(
+    worker: Worker, client: Client
+) -> None:
+    running, peak = 0, 0
+
+    @worker.handler("work")
+    async def work(job: JobContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    await worker.start()
+    jobs = [await client.enqueue("q", "work", {"i": i}) for i in range(12)]
+    for job in jobs:
+        await state_is(client, job.id, JobState.SUCCEEDED)
+    assert peak == QUICK.concurrency
+
+
+async def test_a_lost_lease_cancels_the_handler_and_the_job_runs_again(
+    worker: Worker, client: Client, app: DispatcherApp, clock: FakeClock
+) -> None:
+    calls: list[str] = []
+
+    @worker.handler("slow")
+    async def slow(job: JobContext) -> str:
+        calls.append(f"start {job.attempt}")
+        if job.attempt == 1:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                calls.append("cancelled 1")
+                raise
+        return "second time lucky"
+
+    await worker.start()
+    job = await client.enqueue("q", "slow", {})
+    await state_is(client, job.id, JobState.LEASED)
+    clock.advance(5)  # past the one-second lease: the dispatcher takes the job back
+    await app.components.reaper.run_once(clock.now_ms())
+    done = await client.result(job.id, timeout=timedelta(seconds=30))
+    assert (done.attempt, done.result_json()) == (2, "second time lucky")
+    await until(lambda: _true_if("cancelled 1" in calls), "the first handler cancelled")
+    assert sorted(calls) == ["cancelled 1", "start 1", "start 2"]
+
+
+async def test_cancelling_a_running_job_cancels_its_handler_and_the_job_ends_cancelled(
+    worker: Worker, client: Client
+) -> None:
+    cancelled = asyncio.Event()
+
+    @worker.handler("slow")
+    async def slow(job: JobContext) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    await worker.start()
+    job = await client.enqueue("q", "slow", {})
+    await state_is(client, job.id, JobState.LEASED)
+    await client.cancel(job.id, "customer left")
+    await asyncio.wait_for(cancelled.wait(), 30)
+    ended = await state_is(client, job.id, JobState.CANCELLED)
+    assert ended.terminal_reason is TerminalReason.CANCELLED
+
+
+async def test_stopping_gives_back_unfinished_jobs_at_once_without_using_an_attempt(
+    worker: Worker, client: Client
+) -> None:
+    @worker.handler("slow")
+    async def slow(job: JobContext) -> None:
+        await asyncio.sleep(3600)
+
+    await worker.start()
+    job = await client.enqueue("q", "slow", {}, JobOptions(max_attempts=1))
+    await state_is(client, job.id, JobState.LEASED)
+    await worker.stop()
+    back = await client.get(job.id)
+    assert (back.state, back.attempt) == (JobState.QUEUED, 0)
+
+
+async def _true_if(value: bool) -> bool:
+    return value
