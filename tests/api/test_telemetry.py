@@ -73,6 +73,40 @@ async def test_one_trace_shows_the_producer_the_dispatcher_and_the_worker(
     assert job.id == lease.job.id
 
 
+async def test_the_sdk_workers_handler_span_joins_the_producers_trace(
+    app: DispatcherApp,
+) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from worker_sdk import Client, ConnectOptions, JobContext, Worker, WorkerOptions
+
+    spans, _ = installed()
+    spans.clear()
+    tracer = trace.get_tracer("test")
+    connect = ConnectOptions(address=f"127.0.0.1:{app.port}")
+    worker = Worker(WorkerOptions(queues=("traced",), poll_wait=timedelta(seconds=1)), connect)
+    inner: list[int] = []
+
+    @worker.handler("t")
+    async def handle(job: JobContext) -> None:
+        with tracer.start_as_current_span("inside the handler") as span:
+            inner.append(span.get_span_context().trace_id)
+
+    async with Client(connect) as client, worker:
+        with tracer.start_as_current_span("producer (sdk)") as producer:
+            job = await client.enqueue("traced", "t", {})
+        await asyncio.wait_for(client.result(job.id), 30)
+    trace_id = producer.get_span_context().trace_id
+    in_trace = {s.name: s for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+    assert {"producer (sdk)", "t process", "inside the handler"} <= set(in_trace)
+    assert inner == [trace_id]
+    handler_span = in_trace["t process"]
+    assert handler_span.kind is trace.SpanKind.CONSUMER
+    assert handler_span.attributes is not None
+    assert handler_span.attributes["messaging.message.id"] == job.id
+
+
 async def test_health_checks_make_no_spans(app: DispatcherApp) -> None:
     spans, _ = installed()
     spans.clear()
