@@ -36,6 +36,8 @@ DEFAULT_TIMEZONE = "UTC"
 META_SCHEDULE_ID = "dispatch.schedule_id"
 META_SCHEDULE_TIME = "dispatch.schedule_time"
 
+# croniter extensions whose values change from one evaluation to the next.
+_RANDOM_CRON_RE = re.compile(r"\b[RH]\b")
 _TZ_RE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 # A stand-in id and tick of the same length as real ones, to validate a template
 # with the metadata its jobs will carry.
@@ -223,6 +225,9 @@ def _check_cron(out: validation.Violations, spec: ScheduleSpec, field: str) -> N
     expr = spec.cron
     if len(expr) > MAX_CRON_CHARS or len(expr.split()) != 5 or not expr.isascii():
         out.add(field, "must be a 5-field cron expression: minute hour day month weekday")
+        return
+    if _RANDOM_CRON_RE.search(expr.upper()):
+        out.add(field, "must not use croniter's random (R) or hashed (H) values")
         return
     try:
         if not croniter.is_valid(expr):

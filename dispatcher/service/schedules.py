@@ -30,7 +30,12 @@ from dataclasses import dataclass, replace
 from dispatcher.clock import Clock
 from dispatcher.domain import ids, validation
 from dispatcher.domain import schedules as sch
-from dispatcher.domain.errors import DispatchError, ResourceExhausted, Unavailable
+from dispatcher.domain.errors import (
+    DispatchError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from dispatcher.domain.models import Page
 from dispatcher.domain.schedules import Created, Schedule, ScheduleSpec
 from dispatcher.service.admin import _page_size, decode_token, encode_token
@@ -106,6 +111,8 @@ class Schedules:
         ns = validation.namespace(namespace)
         size = _page_size(page_size, 1000)
         after = decode_token(page_token)
+        if page_token and not validation.NAME_RE.fullmatch(after):
+            raise InvalidArgument.field("page_token", "is not a token from a previous page")
         rows = await self.store.page(ns, after, size + 1)
         page = rows[:size]
         return Page(page, encode_token(page[-1].spec.name) if len(rows) > size else "")

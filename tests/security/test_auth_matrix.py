@@ -16,9 +16,10 @@ from dispatcher.app import DispatcherApp
 from dispatcher.store.sql.tables import metadata
 from tests.security.conftest import Tokens
 from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
-from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc
+from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc, schedule_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
+from worker_sdk._proto.dispatch.v1 import schedule_pb2 as spb
 
 C = grpc.StatusCode
 
@@ -29,12 +30,18 @@ def bearer(token: str | None) -> list[tuple[str, str]]:
 
 @dataclass
 class World:
-    """A job in tenant-a, leased by `worker`, and the stubs to reach it."""
+    """A job in tenant-a, leased by `worker`, a schedule there, and the stubs to reach them."""
 
     stub: dispatcher_pb2_grpc.DispatcherServiceStub
     admin: admin_pb2_grpc.AdminServiceStub
     job_id: str
     token: str
+    schedules: schedule_pb2_grpc.ScheduleServiceStub
+    schedule_id: str
+
+
+def a_schedule(name: str) -> spb.Schedule:
+    return spb.Schedule(name=name, cron="0 3 * * *", job_template=jpb.JobSpec(queue="q", type="t"))
 
 
 async def _world(app: DispatcherApp, tokens: Tokens, channel: grpc.aio.Channel) -> World:
@@ -46,7 +53,18 @@ async def _world(app: DispatcherApp, tokens: Tokens, channel: grpc.aio.Channel) 
             pb.LeaseRequest(worker_id="w", queues=["q"]), metadata=bearer(tokens.worker)
         )
     ).leases[0]
-    return World(stub, admin_pb2_grpc.AdminServiceStub(channel), lease.job.id, lease.lease_token)
+    schedules = schedule_pb2_grpc.ScheduleServiceStub(channel)
+    created = await schedules.CreateSchedule(
+        spb.CreateScheduleRequest(schedule=a_schedule("nightly")), metadata=meta
+    )
+    return World(
+        stub,
+        admin_pb2_grpc.AdminServiceStub(channel),
+        lease.job.id,
+        lease.lease_token,
+        schedules,
+        created.schedule.id,
+    )
 
 
 # Each RPC: the role it needs, and a call made with the given metadata. Namespace is
@@ -142,6 +160,43 @@ CALLS: dict[str, tuple[str, Callable[[World, Any, str], Any]]] = {
         "admin",
         lambda w, m, ns: w.admin.ListWorkers(apb.ListWorkersRequest(namespace=ns), metadata=m),
     ),
+    # Schedules enqueue jobs later, on the producer's behalf: the producer role, as Enqueue.
+    "CreateSchedule": (
+        "producer",
+        lambda w, m, ns: w.schedules.CreateSchedule(
+            spb.CreateScheduleRequest(namespace=ns, schedule=a_schedule("hourly")), metadata=m
+        ),
+    ),
+    "GetSchedule": (
+        "producer",
+        lambda w, m, ns: w.schedules.GetSchedule(
+            spb.GetScheduleRequest(namespace=ns, schedule_id=w.schedule_id), metadata=m
+        ),
+    ),
+    "ListSchedules": (
+        "producer",
+        lambda w, m, ns: w.schedules.ListSchedules(
+            spb.ListSchedulesRequest(namespace=ns), metadata=m
+        ),
+    ),
+    "PauseSchedule": (
+        "producer",
+        lambda w, m, ns: w.schedules.PauseSchedule(
+            spb.PauseScheduleRequest(namespace=ns, schedule_id=w.schedule_id), metadata=m
+        ),
+    ),
+    "ResumeSchedule": (
+        "producer",
+        lambda w, m, ns: w.schedules.ResumeSchedule(
+            spb.ResumeScheduleRequest(namespace=ns, schedule_id=w.schedule_id), metadata=m
+        ),
+    ),
+    "DeleteSchedule": (
+        "producer",
+        lambda w, m, ns: w.schedules.DeleteSchedule(
+            spb.DeleteScheduleRequest(namespace=ns, schedule_id=w.schedule_id), metadata=m
+        ),
+    ),
 }
 OTHER_ROLE = {"producer": "worker", "worker": "admin", "admin": "producer"}
 
@@ -209,8 +264,21 @@ async def test_refused_calls_get_their_code_and_change_nothing(
         assert got == C.OK, f"{rpc} with a valid credential: {got}"
 
 
-@pytest.mark.parametrize("rpc", ["GetStatus", "Cancel", "Heartbeat", "Ack", "Nack"])
-async def test_another_tenants_job_is_not_found_and_unchanged(
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        "GetStatus",
+        "Cancel",
+        "Heartbeat",
+        "Ack",
+        "Nack",
+        "GetSchedule",
+        "PauseSchedule",
+        "ResumeSchedule",
+        "DeleteSchedule",
+    ],
+)
+async def test_another_tenants_job_or_schedule_is_not_found_and_unchanged(
     secured: tuple[DispatcherApp, Tokens], rpc: str
 ) -> None:
     app, tokens = secured

@@ -22,9 +22,10 @@ from dispatcher.clock import FakeClock
 from dispatcher.config import Settings
 from tests.backends import Backend
 from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
-from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc
+from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc, schedule_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
+from worker_sdk._proto.dispatch.v1 import schedule_pb2 as spb
 
 C = grpc.StatusCode
 DOCUMENTED = {
@@ -128,6 +129,67 @@ def specs(draw: Any) -> jpb.JobSpec:
             )
         )
     return spec
+
+
+CRONS = [
+    "0 3 * * *",
+    "*/5 * * * *",
+    "0 0 30 2 *",
+    "R * * * *",
+    "* * * * * *",
+    "@daily",
+    "61 * * * *",
+    "0 0 29 2 1",
+    "0-59/7,3 1-5/2 L * 5#3",
+]
+ZONES = ["", "UTC", "Europe/Paris", "../../etc/passwd", "/etc/localtime", "Nowhere", "\x00"]
+
+
+@st.composite
+def schedules(draw: Any) -> spb.Schedule:
+    x = spb.Schedule(
+        name=draw(names),
+        timezone=draw(st.one_of(st.sampled_from(ZONES), names)),
+        job_template=draw(specs()),
+        misfire_policy=draw(enums),
+    )
+    cadence = draw(st.integers(0, 2))
+    if cadence == 0:
+        x.cron = draw(st.one_of(st.sampled_from(CRONS), names))
+    elif cadence == 1:
+        x.interval.CopyFrom(duration_pb2.Duration(**draw(durations)))
+    return x
+
+
+def schedule_calls() -> st.SearchStrategy[tuple[str, str, Any]]:
+    s = "schedule"
+    by_id = [
+        ("GetSchedule", spb.GetScheduleRequest),
+        ("PauseSchedule", spb.PauseScheduleRequest),
+        ("ResumeSchedule", spb.ResumeScheduleRequest),
+        ("DeleteSchedule", spb.DeleteScheduleRequest),
+    ]
+    return st.one_of(
+        st.builds(
+            lambda n, x: (s, "CreateSchedule", spb.CreateScheduleRequest(namespace=n, schedule=x)),
+            names,
+            schedules(),
+        ),
+        st.builds(
+            lambda n, size, tok: (
+                s,
+                "ListSchedules",
+                spb.ListSchedulesRequest(namespace=n, page_size=size, page_token=tok),
+            ),
+            names,
+            int32,
+            names,
+        ),
+        *(
+            st.builds(lambda n, i, m=m, r=r: (s, m, r(namespace=n, schedule_id=i)), names, job_ids)
+            for m, r in by_id
+        ),
+    )
 
 
 def calls() -> st.SearchStrategy[tuple[str, str, Any]]:
@@ -277,6 +339,7 @@ def calls() -> st.SearchStrategy[tuple[str, str, Any]]:
             lambda n, q: (a, "PauseQueue", apb.PauseQueueRequest(namespace=n, queue=q)), ns, names
         ),
         st.builds(lambda n: (a, "ListWorkers", apb.ListWorkersRequest(namespace=n)), ns),
+        schedule_calls(),
     )
 
 
@@ -318,6 +381,7 @@ async def test_random_and_hostile_requests_get_only_documented_codes(
         stubs = {
             "dispatch": dispatcher_pb2_grpc.DispatcherServiceStub(channel),
             "admin": admin_pb2_grpc.AdminServiceStub(channel),
+            "schedule": schedule_pb2_grpc.ScheduleServiceStub(channel),
         }
         for service, method, request in draw_examples(400):
             call = getattr(stubs[service], method)(request, timeout=10)
