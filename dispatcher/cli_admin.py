@@ -136,6 +136,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--idempotency-key", default="")
     p.set_defaults(run=cmd_enqueue)
 
+    from dispatcher import cli_schedules  # here: it imports this module's helpers
+
+    cli_schedules.add_commands(sub, common)
+
 
 def run(args: argparse.Namespace) -> int:
     try:
