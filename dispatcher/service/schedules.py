@@ -27,6 +27,7 @@ import logging
 import random
 from dataclasses import dataclass, replace
 
+from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.domain import ids, validation
 from dispatcher.domain import schedules as sch
@@ -217,7 +218,9 @@ class ScheduleFirer:
             return
         job = sch.job_for_tick(x.id, x.spec.template, plan.fire_ms)
         try:
-            out = await self.dispatcher.enqueue(x.namespace, job)
+            # The job carries this span's trace context: its run links back to the tick.
+            with telemetry.span("schedule.fire", schedule_id=x.id, namespace=x.namespace):
+                out = await self.dispatcher.enqueue(x.namespace, job)
         except (Unavailable, ResourceExhausted) as exc:
             delay = getattr(exc, "retry_after_ms", 0) or RETRY_MS
             error = f"{exc.reason}: {exc.message}"
