@@ -1,0 +1,218 @@
+"""Measure one system; run by `bench.run` as its own process, one per system.
+
+    python -m bench.measure CONFIG.json
+
+The same phases for every system, against its own Redis database:
+
+1. enqueue, one call per job: N jobs from one sequential producer (after a
+   short warm-up); these N jobs stay queued;
+2. drain: start W worker processes; every job's handler records itself
+   (bench/probe.py); the rate is N / (last completion - first job start),
+   and every job index must have run exactly once;
+3. latency: with the workers idle, L jobs enqueued `interval` apart; each
+   handler's start time minus the time just before its enqueue call;
+4. workers stopped, enqueue N jobs with the batch API, if there is one (they
+   are never run).
+
+Writes CONFIG's `result` path as JSON (a `bench.report.SystemResult`).
+Standard library and redis-py only, plus the peer's own module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import probe
+from bench.peers.base import Context, Peer
+from bench.report import NO_BATCH_API, SystemResult, percentile
+
+MARKER = "bench:owner"
+
+
+class PhaseFailed(Exception):
+    pass
+
+
+def claim_db(url: str) -> None:
+    """FLUSHDB this system's database, refusing if it holds data that is not ours."""
+    r = redis.Redis.from_url(url)
+    if r.dbsize() and not r.exists(MARKER):
+        raise RuntimeError(
+            f"{url} holds {r.dbsize()} keys not written by the benchmark; "
+            "refusing to FLUSHDB it (choose another --redis-url base or clear it yourself)"
+        )
+    r.flushdb()
+    r.set(MARKER, "dispatcher bench harness")
+
+
+async def wait_count(r: redis.Redis, tag: str, n: int, within_s: float, peer: Peer) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        count = int(r.get(probe.key(tag, "count")) or 0)
+        if count >= n:
+            return
+        if not peer.workers_alive():
+            raise PhaseFailed(f"a worker process exited; {count}/{n} jobs ran")
+        if time.monotonic() > deadline:
+            raise PhaseFailed(f"timeout after {within_s:.0f}s: {count}/{n} jobs ran")
+        await asyncio.sleep(0.01)
+
+
+def check_all_ran(r: redis.Redis, tag: str, n: int) -> None:
+    ran = r.bitcount(probe.key(tag, "bits"))
+    count = int(r.get(probe.key(tag, "count")) or 0)
+    if ran != n or count != n:
+        raise PhaseFailed(f"{ran} distinct jobs of {n} ran, {count} handler calls")
+
+
+async def phase_enqueue_single(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
+    await peer.enqueue_single("warm", cfg["warmup"])
+    n = cfg["jobs"]
+    t = time.perf_counter()
+    await peer.enqueue_single("drain", n)
+    elapsed = time.perf_counter() - t
+    res.metrics["enqueue_single_per_s"] = n / elapsed
+    res.details["enqueue_single_s"] = elapsed
+
+
+async def phase_drain(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: SystemResult) -> None:
+    n = cfg["jobs"]
+    spawned = time.time()
+    peer.start_workers(cfg["workers"])
+    await wait_count(r, "drain", n, cfg["drain_timeout"], peer)
+    await asyncio.sleep(0.2)  # let a duplicate delivery, if any, show up in the count
+    check_all_ran(r, "drain", n)
+    first = float(r.get(probe.key("drain", "first")) or 0)
+    done = float(r.get(probe.key("drain", "done")) or 0)
+    res.metrics["drain_per_s"] = n / (done - first)
+    res.details["drain_s"] = done - first
+    res.details["drain_from_spawn_s"] = done - spawned
+    res.details["drain_verified"] = True
+
+
+async def phase_latency(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: SystemResult) -> None:
+    await asyncio.sleep(cfg["settle"])  # workers go idle, into their normal wait
+    n, interval = cfg["latency_jobs"], cfg["latency_interval"]
+    sent: list[float] = []
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent.append(time.time())
+        await peer.enqueue_one("lat", i, n)
+    await wait_count(r, "lat", n, cfg["latency_timeout"], peer)
+    starts = r.hgetall(probe.key("lat", "start"))
+    lat_ms = [(float(starts[str(i).encode()]) - sent[i]) * 1000 for i in range(n)]
+    res.metrics["latency_p50_ms"] = percentile(lat_ms, 50)
+    res.metrics["latency_p99_ms"] = percentile(lat_ms, 99)
+    res.details["latency_max_ms"] = max(lat_ms)
+
+
+async def phase_enqueue_batch(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
+    if peer.batch_api is None:
+        res.missing["enqueue_batch_per_s"] = NO_BATCH_API
+        return
+    n, size = cfg["jobs"], cfg["batch_size"]
+    t = time.perf_counter()
+    await peer.enqueue_batch("batch", n, size)
+    elapsed = time.perf_counter() - t
+    res.metrics["enqueue_batch_per_s"] = n / elapsed
+    res.details["batch_api"] = f"{peer.batch_api}, {size} per call"
+
+
+def _fail(res: SystemResult, keys: list[str], exc: BaseException) -> None:
+    text = str(exc) if isinstance(exc, PhaseFailed) else f"{type(exc).__name__}: {exc}"
+    for k in keys:
+        res.missing.setdefault(k, text)
+    if not isinstance(exc, PhaseFailed):
+        traceback.print_exc()
+
+
+def save(cfg: dict[str, Any], res: SystemResult) -> None:
+    """Write the result so far: if the harness stops us on its time limit, it keeps these."""
+    Path(cfg["result"]).write_text(json.dumps(asdict(res), indent=2))
+
+
+async def measure(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
+    single, drain = ["enqueue_single_per_s"], ["drain_per_s"]
+    lat = ["latency_p50_ms", "latency_p99_ms"]
+    await peer.setup()
+    try:
+        try:
+            await phase_enqueue_single(peer, cfg, res)
+        except Exception as exc:
+            _fail(res, single + drain + lat, exc)
+        save(cfg, res)
+        if peer.producer_only:
+            return
+        r = redis.Redis.from_url(cfg["redis_url"])
+        try:
+            if "enqueue_single_per_s" in res.metrics:
+                await phase_drain(peer, r, cfg, res)
+        except Exception as exc:
+            _fail(res, drain + lat, exc)
+        save(cfg, res)
+        try:
+            if "drain_per_s" in res.metrics:
+                await phase_latency(peer, r, cfg, res)
+        except Exception as exc:
+            _fail(res, lat, exc)
+        save(cfg, res)
+        peer.stop_workers()
+        try:
+            await phase_enqueue_batch(peer, cfg, res)
+        except Exception as exc:
+            _fail(res, ["enqueue_batch_per_s"], exc)
+    finally:
+        peer.stop_workers()
+        await peer.teardown()
+
+
+def load_peer(cfg: dict[str, Any]) -> Peer:
+    module = importlib.import_module(cfg["module"])
+    cls = getattr(module, cfg["cls"])
+    ctx = Context(
+        name=cfg["name"],
+        redis_url=cfg["redis_url"],
+        workdir=Path(cfg["workdir"]),
+        batch_size=cfg["batch_size"],
+        options=cfg.get("options", {}),
+    )
+    peer: Peer = cls(ctx)
+    return peer
+
+
+def main(argv: list[str]) -> int:
+    cfg = json.loads(Path(argv[0]).read_text())
+    res = SystemResult(cfg["name"], cfg["kind"], cfg.get("workers_label", ""))
+    res.details["parameters"] = {
+        k: cfg[k] for k in ("jobs", "workers", "latency_jobs", "latency_interval", "batch_size")
+    }
+    try:
+        if cfg["redis_url"]:
+            claim_db(cfg["redis_url"])
+        peer = load_peer(cfg)
+        res.details["versions"] = peer.versions()
+        if peer.batch_api is None:  # said up front, so that a timeout later keeps it
+            res.missing["enqueue_batch_per_s"] = NO_BATCH_API
+        asyncio.run(measure(peer, cfg, res))
+    except Exception as exc:
+        traceback.print_exc()
+        res.error = f"{type(exc).__name__}: {exc}"
+    save(cfg, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
