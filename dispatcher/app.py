@@ -291,6 +291,15 @@ class DispatcherApp:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop: no new leases, long-polls end empty, in-flight calls finish."""
+        await self.stop_serving(grace)
+        await self.close()
+
+    async def stop_serving(self, grace: float | None = None) -> None:
+        """`stop` without closing the stores (their owner closes them).
+
+        Background loops are awaited after their cancellation: a loop cancelled
+        in a transaction must finish rolling back before the engine goes away.
+        """
         c = self.components
         c.state.start_draining()
         c.waiters.notify_all()
@@ -300,7 +309,6 @@ class DispatcherApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.close()
 
     async def close(self) -> None:
         c = self.components

@@ -23,11 +23,7 @@ async def app(backend: Backend, clock: FakeClock) -> AsyncIterator[DispatcherApp
     try:
         yield a
     finally:
-        a.components.state.start_draining()
-        assert a.server is not None
-        await a.server.stop(0.5)
-        for t in a._tasks:
-            t.cancel()
+        await a.stop_serving(0.5)
 
 
 @pytest.fixture

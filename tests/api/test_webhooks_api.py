@@ -43,12 +43,7 @@ def server(backend: Backend, clock: FakeClock) -> Server:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
                 yield dispatcher_pb2_grpc.DispatcherServiceStub(channel)
         finally:
-            app.components.state.start_draining()
-            assert app.server is not None
-            await app.server.stop(0.5)
-            for t in app._tasks:
-                t.cancel()
-            await asyncio.gather(*app._tasks, return_exceptions=True)
+            await app.stop_serving(0.5)
 
     return start
 
@@ -76,7 +71,9 @@ async def test_a_callback_url_to_a_private_address_is_invalid_argument_at_enqueu
             stub.Enqueue(pb.EnqueueRequest(job=job("https://10.0.0.1/hook")))
         )
         batch = await stub.EnqueueBatch(
-            pb.EnqueueBatchRequest(jobs=[job("https://192.168.0.1/"), jpb.JobSpec(queue="q", type="t")])
+            pb.EnqueueBatchRequest(
+                jobs=[job("https://192.168.0.1/"), jpb.JobSpec(queue="q", type="t")]
+            )
         )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert fields == ["job.callback_url"] and "internal address" in message

@@ -62,8 +62,4 @@ async def secured(
     try:
         yield app, tokens
     finally:
-        c.state.start_draining()
-        assert app.server is not None
-        await app.server.stop(0.5)
-        for t in app._tasks:
-            t.cancel()
+        await app.stop_serving(0.5)

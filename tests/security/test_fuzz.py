@@ -366,11 +366,7 @@ async def open_app(backend: Backend, clock: FakeClock) -> AsyncIterator[Dispatch
     await app.start()
     await app.wait_serving()
     yield app
-    app.components.state.start_draining()
-    assert app.server is not None
-    await app.server.stop(0.2)
-    for t in app._tasks:
-        t.cancel()
+    await app.stop_serving(0.2)
 
 
 async def test_random_and_hostile_requests_get_only_documented_codes(

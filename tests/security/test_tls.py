@@ -45,11 +45,7 @@ async def stop_later() -> AsyncIterator[list[DispatcherApp]]:
     apps: list[DispatcherApp] = []
     yield apps
     for app in apps:
-        app.components.state.start_draining()
-        assert app.server is not None
-        await app.server.stop(0.2)
-        for t in app._tasks:
-            t.cancel()
+        await app.stop_serving(0.2)
 
 
 async def _status(channel: grpc.aio.Channel) -> grpc.StatusCode:
