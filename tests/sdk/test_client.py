@@ -167,3 +167,32 @@ async def test_the_sync_client_does_the_same_without_await(app: DispatcherApp) -
 
     # In a thread, as in a web view: the server runs on this test's event loop.
     assert await asyncio.to_thread(blocking_code) == [JobState.CANCELLED]
+
+
+async def test_concurrent_enqueues_in_a_batch_window_each_get_their_own_job_or_error(
+    connect: ConnectOptions,
+) -> None:
+    async with Client(connect, batch_window=timedelta(milliseconds=5)) as client:
+        results = await asyncio.gather(
+            *(client.enqueue("q", "t", {"i": i}) for i in range(20)),
+            client.enqueue("bad queue!", "t"),
+            return_exceptions=True,
+        )
+        jobs, (error,) = results[:20], results[20:]
+        assert isinstance(error, InvalidArgument)
+        assert [j.json() for j in jobs] == [{"i": i} for i in range(20)]  # type: ignore[union-attr]
+        assert len({j.id for j in jobs}) == 20  # type: ignore[union-attr]
+        lone = await client.enqueue("q", "t", {"alone": True})  # a batch of one
+        assert (await client.get(lone.id)).json() == {"alone": True}
+
+
+async def test_closing_the_client_sends_what_waits_in_the_batch_window(
+    connect: ConnectOptions,
+) -> None:
+    client = Client(connect, batch_window=timedelta(seconds=60))
+    pending = asyncio.create_task(client.enqueue("q", "t", {"late": True}))
+    await asyncio.sleep(0.05)
+    await client.close()
+    job = await pending
+    async with Client(connect) as reader:
+        assert (await reader.get(job.id)).json() == {"late": True}
