@@ -170,6 +170,7 @@ class FireStats:
     skipped: int = 0  # misfired schedules that fired nothing (SKIP)
     retried: int = 0  # ticks given back after a retryable failure
     failed: int = 0  # ticks given up after a failure that retrying would not fix
+    errors: int = 0  # schedules left to a later pass (their claim lapses): store down, a bug
 
 
 class ScheduleFirer:
@@ -198,7 +199,15 @@ class ScheduleFirer:
             if not claimed:
                 break
             for x in claimed:
-                await self.fire(x, now_ms, stats)
+                try:
+                    await self.fire(x, now_ms, stats)
+                except DispatchError as exc:  # its claim lapses and a later pass retries
+                    logger.warning("schedule %s could not fire: %s", x.id, exc.reason)
+                    stats.errors += 1
+                except Exception:
+                    # One schedule's surprise must not hold back the others of its batch.
+                    logger.exception("schedule %s could not fire", x.id)
+                    stats.errors += 1
         return stats
 
     async def fire(self, x: Schedule, now_ms: int, stats: FireStats) -> None:
@@ -222,7 +231,8 @@ class ScheduleFirer:
             with telemetry.span("schedule.fire", schedule_id=x.id, namespace=x.namespace):
                 out = await self.dispatcher.enqueue(x.namespace, job)
         except (Unavailable, ResourceExhausted) as exc:
-            delay = getattr(exc, "retry_after_ms", 0) or RETRY_MS
+            hint = exc.retry_after_ms if isinstance(exc, ResourceExhausted) else 0
+            delay = hint or RETRY_MS
             error = f"{exc.reason}: {exc.message}"
             await self.store.retry_at(x.id, tick, now_ms + min(delay, self.claim_ms), error)
             stats.retried += 1
@@ -246,7 +256,4 @@ async def run_forever(
                 await firer.run_once(clock.now_ms())
             except DispatchError as exc:
                 logger.warning("schedule pass failed: %s", exc.reason)
-            except Exception:
-                # One schedule's surprise must not stop every schedule firing.
-                logger.exception("schedule pass failed")
         await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))

@@ -13,7 +13,7 @@ import pytest
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import DispatchError, InvalidArgument, Unavailable
-from dispatcher.domain.models import Job
+from dispatcher.domain.models import Enqueued, Job, JobSpec
 from dispatcher.domain.schedules import (
     META_SCHEDULE_ID,
     META_SCHEDULE_TIME,
@@ -277,8 +277,8 @@ async def test_after_downtime_skip_fires_nothing_for_the_missed_ticks_and_contin
     assert (await restarted.schedule_firer.run_once(clock.now_ms())).fired == 1
 
 
-class Crash(Exception):
-    """The replica dies here."""
+class Crash(BaseException):
+    """The replica dies here (a BaseException, like a cancellation: nothing catches it)."""
 
 
 async def test_a_crash_between_enqueue_and_advance_does_not_duplicate_the_job(
@@ -344,6 +344,29 @@ async def test_a_retryable_enqueue_failure_keeps_the_tick_and_says_why(
     assert (await replica.schedule_firer.run_once(clock.now_ms())).fired == 1
     done = await replica.schedules.get("", x.id)
     assert (done.last_error, done.last_fire_ms) == ("", x.created_ms + 10_000)
+
+
+async def test_a_failure_of_one_schedule_leaves_it_to_a_later_pass_and_fires_the_others(
+    replica: Components, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = (await replica.schedules.create("", every(10, name="broken"))).schedule
+    await replica.schedules.create("", every(10, name="fine"))
+    enqueue = replica.dispatcher.enqueue
+
+    async def flaky(ns: str, job: JobSpec) -> Enqueued:
+        if job.metadata[META_SCHEDULE_ID] == broken.id:
+            raise RuntimeError("a bug")
+        return await enqueue(ns, job)
+
+    clock.advance(10)
+    with monkeypatch.context() as m:
+        m.setattr(replica.dispatcher, "enqueue", flaky)
+        stats = await replica.schedule_firer.run_once(clock.now_ms())
+    assert (stats.fired, stats.errors) == (1, 1)
+    clock.advance(CLAIM_MS / 1000)  # the broken one's claim lapses: it is tried again
+    await replica.schedule_firer.run_once(clock.now_ms())
+    fired = {j.metadata[META_SCHEDULE_ID] for j in await jobs(replica)}
+    assert broken.id in fired and len(fired) == 2
 
 
 async def test_the_store_being_down_fails_the_pass_and_the_tick_fires_later(
