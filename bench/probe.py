@@ -20,9 +20,7 @@ from typing import Any
 
 import redis
 
-# bench.run gives each system a database of its own; bench.scaling shares one and
-# sets a prefix of its own per run, which it deletes afterwards.
-PREFIX = os.environ.get("BENCH_PROBE_PREFIX", "bench:probe")
+PREFIX = "bench:probe"
 
 
 def key(tag: str, part: str) -> str:

@@ -150,8 +150,8 @@ def _cell(s: SystemResult, m: Metric, report: Report, notes: _Footnotes) -> str:
         text = fmt_value(m, s.metrics[m.key])
         r = report.ratios.get(s.name, {}).get(m.key)
         return f"{text} ({fmt_ratio(r)})" if r is not None else text
-    reason = s.missing.get(m.key) or s.error or "not measured"
-    if reason == NO_BATCH_API or s.kind == "reference":
+    reason = s.missing.get(m.key) or s.error
+    if reason is None or reason == NO_BATCH_API or s.kind == "reference":
         return "—"
     if s.error and reason == s.error:
         return "failed"
