@@ -168,7 +168,15 @@ def release(job: Job, error: str, now_ms: int, rng: random.Random) -> Job:
 
 
 def expire(job: Job, now_ms: int, rng: random.Random) -> Job:
-    """A lease ran out: the same failure path as a Nack, retried at once."""
+    """A lease ran out: the same failure path as a Nack, retried at once.
+
+    The token is voided: a late Nack from the old holder must be refused, not
+    mistaken for a repeat of a Nack that ended this lease.
+    """
+    return evolve(_expire(job, now_ms, rng), lease_token="")
+
+
+def _expire(job: Job, now_ms: int, rng: random.Random) -> Job:
     if job.state is not JobState.LEASED or job.lease_expires_ms is None:
         raise InvalidTransition(f"cannot expire a {job.state} job", {"job_id": job.id})
     if job.lease_expires_ms > now_ms:

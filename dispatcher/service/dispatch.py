@@ -154,9 +154,12 @@ class Dispatcher:
             await self.quotas.check_enqueue(ns, len(valid))
         single = field_prefix == "job"
         created = await self._insert_idempotently(ns, valid, now, results, single)
+        # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
+        # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
+        runnable = [j for j in created if j.state in (JobState.QUEUED, JobState.SCHEDULED)]
         await self._index_after_commit(
             self.index.enqueue(
-                created, now, [(j.id, j.namespace, j.queue, j.version) for j in created]
+                runnable, now, [(j.id, j.namespace, j.queue, j.version) for j in created]
             )
         )
         for queue in {(j.namespace, j.queue) for j in created if j.state is JobState.QUEUED}:

@@ -41,7 +41,7 @@ class RetentionSweeper:
         for _ in range(self.max_batches):
             ids = await self.runs.finished_before(cutoff, self.batch)
             async with self.runs.transaction() as tx:
-                stats.jobs += await sql.delete_jobs(tx, ids)
+                stats.jobs += await sql.delete_jobs(tx, ids, cutoff)
                 hooks = await sql.delete_settled_webhooks(tx, cutoff, self.batch)
                 stats.webhooks += hooks
             if len(ids) < self.batch and hooks < self.batch:

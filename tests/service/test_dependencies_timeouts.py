@@ -27,6 +27,19 @@ async def test_a_job_waits_for_all_its_dependencies_and_then_runs(replica: Compo
     assert gc.job.id == child.id
 
 
+async def test_a_waiting_job_takes_no_place_in_the_ready_index_until_it_is_released(
+    replica: Components,
+) -> None:
+    d = replica.dispatcher
+    parent = (await d.enqueue("", spec(queue="a"))).job
+    await d.enqueue("", spec(queue="c", depends_on=[parent.id]))
+    ready = replica.index.keys.ready("default", "c")
+    assert await replica.index.client.zcard(ready) == 0
+    (g,) = await lease(replica, queues=["a"])
+    await ack(replica, g.token)
+    assert await replica.index.client.zcard(ready) == 1
+
+
 async def test_a_failed_dependency_cancels_its_dependents_transitively_with_the_reason(
     replica: Components,
 ) -> None:
@@ -117,3 +130,24 @@ async def test_finished_jobs_are_deleted_after_the_retention_period_in_batches(
     assert await replica.runs.count_by_state() == {"queued": 1}
     assert (await d.get("", waiting.id)).state is JobState.QUEUED
     assert await replica.runs.events_after({g: 0 for g in [waiting.id]}) != []
+
+
+async def test_a_job_retried_by_an_operator_during_a_sweep_is_not_deleted(
+    replica: Components, clock: FakeClock
+) -> None:
+    d = replica.dispatcher
+    job = (await d.enqueue("", spec(max_attempts=1))).job
+    (g,) = await lease(replica)
+    await nack(replica, g.token, retry=False)
+    clock.advance(7200)
+    sweeper = RetentionSweeper(replica.runs, retention_ms=3_600_000)
+    picked = replica.runs.finished_before
+
+    async def pick_then_operator_retries(cutoff_ms: int, limit: int) -> list[str]:
+        ids = await picked(cutoff_ms, limit)
+        await replica.admin.retry_dead_lettered("default", job.id, "")  # the race
+        return ids
+
+    replica.runs.finished_before = pick_then_operator_retries  # type: ignore[method-assign]
+    assert (await sweeper.run_once(clock.now_ms())).jobs == 0
+    assert (await d.get("", job.id)).state is JobState.QUEUED

@@ -146,3 +146,18 @@ async def test_a_job_reaches_a_terminal_state_exactly_once_under_racing_acks(
     assert job is not None and job.result == b"B"
     states = [e.state for e in await replica.runs.events_after({job.id: 0})]
     assert states.count(JobState.SUCCEEDED) == 1
+
+
+async def test_a_nack_with_a_token_whose_lease_expired_is_refused_before_any_new_lease(
+    replica: Components, clock: FakeClock
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec(lease_duration_ms=1000))).job
+    (g,) = await lease(replica)
+    clock.advance(2)
+    await replica.reaper.run_once(clock.now_ms())
+    before = await replica.runs.get(job.id)
+    assert before is not None and before.state is JobState.QUEUED
+    with pytest.raises(LeaseExpired):
+        await nack(replica, g.token)
+    after = await replica.runs.get(job.id)
+    assert after == before

@@ -16,11 +16,22 @@ from dispatcher.store.sql.tables import (
 )
 
 
-async def delete_jobs(tx: RunsTx, ids: Sequence[str]) -> int:
-    """Delete jobs with their events and dependency edges. Returns jobs deleted."""
+async def delete_jobs(tx: RunsTx, ids: Sequence[str], cutoff_ms: int) -> int:
+    """Delete jobs with their events and dependency edges. Returns jobs deleted.
+
+    The candidates were picked outside this transaction: each is checked again,
+    locked, so that a job an operator retried in between is left alone.
+    """
     if not ids:
         return 0
-    ids = list(ids)
+    still = (
+        select(runs.c.id)
+        .where(runs.c.id.in_(list(ids)), runs.c.finished_at < cutoff_ms)
+        .with_for_update()
+    )
+    ids = list((await tx.conn.execute(still)).scalars())
+    if not ids:
+        return 0
     await tx.conn.execute(delete(run_events).where(run_events.c.job_id.in_(ids)))
     await tx.conn.execute(
         delete(job_dependencies).where(
