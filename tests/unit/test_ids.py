@@ -48,11 +48,25 @@ def test_a_malformed_token_is_invalid_argument(bad: str) -> None:
 
 
 def test_a_transition_writes_every_column_a_transition_may_change_and_no_other() -> None:
+    from dispatcher.domain.models import Job, JobChange, JobState, Priority, RetryPolicy
     from dispatcher.store.sql import runs
 
-    from dispatcher.domain.models import Job, JobChange, JobState, Priority, RetryPolicy
-
-    j = Job("01M83HEKD3AA16Q5HS2VATHPWR", "d", "q", "t", b"", "", Priority.DEFAULT, {},
-            JobState.QUEUED, 0, 3, RetryPolicy(), 1000, 0, 0)
+    j = Job(
+        "01M83HEKD3AA16Q5HS2VATHPWR",
+        "d",
+        "q",
+        "t",
+        b"",
+        "",
+        Priority.DEFAULT,
+        {},
+        JobState.QUEUED,
+        0,
+        3,
+        RetryPolicy(),
+        1000,
+        0,
+        0,
+    )
     params = runs._mutable_params(JobChange(j, j, 0))
     assert set(params) == set(runs._MUTABLE) | {"b_id", "b_version"}
