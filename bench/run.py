@@ -1,6 +1,6 @@
 """Side-by-side benchmark: our dispatcher against peer job queues on the same Redis.
 
-    python -m bench.run                      # everything (about 10 minutes on 2 cores)
+    python -m bench.run                      # everything (15-20 minutes on 2 cores)
     python -m bench.run --quick              # small N: a smoke test of the harness
     python -m bench.run --only 'rq-*,dispatcher-embedded' --skip rq-fork
 
@@ -45,7 +45,8 @@ from bench.report import (
     result_from_dict,
 )
 
-FULL = {"jobs": 10_000, "latency_jobs": 200, "drain_timeout": 300.0, "timeout": 900.0}
+# rq-fork drains about 50-90 jobs/s on 2 cores: 10,000 jobs take up to 4 minutes.
+FULL = {"jobs": 10_000, "latency_jobs": 200, "drain_timeout": 600.0, "timeout": 1200.0}
 QUICK = {"jobs": 500, "latency_jobs": 50, "drain_timeout": 60.0, "timeout": 180.0}
 
 
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-jobs", type=int, help="jobs in the latency run (200)")
     p.add_argument("--latency-interval-ms", type=float, default=10.0)
     p.add_argument("--batch-size", type=int, default=100, help="jobs per batch-API call")
-    p.add_argument("--timeout", type=float, help="seconds allowed per system (900)")
+    p.add_argument("--timeout", type=float, help="seconds allowed per system (1200)")
     p.add_argument(
         "--arq-python",
         default=os.environ.get("BENCH_ARQ_PYTHON", str(ARQ_VENV / "bin" / "python")),
@@ -168,6 +169,7 @@ def run_system(
                 "result": str(workdir / "result.json"),
                 "options": options,
             }
+            stack.callback(_remove_databases, workdir)
             stack.callback(release_db, url)
             stack.callback(_kill_recorded, workdir)
             error = _measure(_interpreter(system, args), cfg, workdir)
@@ -198,6 +200,12 @@ def _measure(python: str, cfg: dict[str, Any], workdir: Path) -> str | None:
         return _wait(proc, cfg["timeout"])
     finally:
         kill_group(proc.pid)
+
+
+def _remove_databases(workdir: Path) -> None:
+    """Delete the SQLite files a dispatcher system wrote (the logs stay)."""
+    for path in workdir.glob("dispatcher.db*"):
+        path.unlink()
 
 
 def _kill_recorded(workdir: Path) -> None:

@@ -1,6 +1,6 @@
 """How the dispatcher's costs grow with work, on Redis + PostgreSQL.
 
-    python -m bench.scaling              # depths 10^3, 10^5, 10^6; N=10,000 (about 8-12 min)
+    python -m bench.scaling              # depths 10^3, 10^5, 10^6; N=10,000 (5-12 min)
     python -m bench.scaling --quick      # depths 10^3, 10^4, 10^5; N=1,000 (about 2 min)
 
 One `dispatcher serve` replica (two for the replica figures) on a fresh
@@ -56,6 +56,7 @@ from bench.peers.dispatcher import (
     worker_command,
 )
 from bench.run import machine
+from bench.scaling_depth import DepthProbe
 from bench.scaling_report import render_markdown
 
 FULL = {"depths": (1_000, 100_000, 1_000_000), "jobs": 10_000, "ops": 300, "drain_timeout": 300}
@@ -260,8 +261,6 @@ class Scaling:
     # -- depth ------------------------------------------------------------------------
 
     async def depth_series(self) -> None:
-        from bench.scaling_depth import DepthProbe
-
         replica = self.replicas[0]
         async with DepthProbe(self.db_url, self.args.redis_url, self.prefix, DEEP) as d:
             baseline = await d.baseline()
@@ -269,11 +268,11 @@ class Scaling:
                 say(f"depth {depth:,}: filling ...")
                 row: dict[str, Any] = {"depth": depth}
                 row.update(await d.fill_to(depth))
+                row.update(await d.storage(baseline, depth))  # before the operations add rows
                 row["grpc"] = await d.grpc_costs(replica.address, self.ops, replica.cpu_s)
                 row["service"] = await d.service_costs(self.ops)
                 rss, peak = replica.memory_mb()
                 row["server_rss_mb"], row["server_peak_rss_mb"] = rss, peak
-                row.update(await d.storage(baseline, depth))
                 self.result["depth"].append(row)
                 say(
                     f"  enqueue {row['grpc']['enqueue']['p50_ms']:.2f} ms, "
