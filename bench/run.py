@@ -109,12 +109,14 @@ def release_db(url: str) -> None:
     """FLUSHDB a system's database after its run, if the harness wrote it."""
     if not url:
         return
+    r = redis.Redis.from_url(url, socket_timeout=10)
     try:
-        r = redis.Redis.from_url(url, socket_timeout=10)
         if r.exists(MARKER):
             r.flushdb()
     except redis.RedisError as exc:
         print(f"  could not clean {url}: {exc}", file=sys.stderr)
+    finally:
+        r.close()
 
 
 def _interpreter(system: System, args: argparse.Namespace) -> str:

@@ -59,8 +59,17 @@ from bench.run import machine
 from bench.scaling_depth import DepthProbe
 from bench.scaling_report import render_markdown
 
-FULL = {"depths": (1_000, 100_000, 1_000_000), "jobs": 10_000, "ops": 300, "drain_timeout": 300}
-QUICK = {"depths": (1_000, 10_000, 100_000), "jobs": 1_000, "ops": 100, "drain_timeout": 120}
+
+@dataclass(frozen=True)
+class Preset:
+    depths: tuple[int, ...]
+    jobs: int  # N, per drain
+    ops: int  # calls per operation and depth
+    drain_timeout: float
+
+
+FULL = Preset((1_000, 100_000, 1_000_000), jobs=10_000, ops=300, drain_timeout=300)
+QUICK = Preset((1_000, 10_000, 100_000), jobs=1_000, ops=100, drain_timeout=120)
 DEEP = "deep"  # the queue filled to each depth
 PRODUCERS = 4
 
@@ -138,12 +147,10 @@ class Scaling:
     def __init__(self, args: argparse.Namespace, db_url: str, workdir: Path) -> None:
         base = QUICK if args.quick else FULL
         self.args = args
-        self.depths = (
-            [int(d) for d in args.depths.split(",")] if args.depths else list(base["depths"])
-        )
-        self.jobs: int = args.jobs or int(base["jobs"])
-        self.ops: int = args.ops or int(base["ops"])
-        self.drain_timeout = float(base["drain_timeout"])
+        self.depths = [int(d) for d in args.depths.split(",")] if args.depths else base.depths
+        self.jobs: int = args.jobs or base.jobs
+        self.ops: int = args.ops or base.ops
+        self.drain_timeout = base.drain_timeout
         self.db_url = db_url
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
@@ -340,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         **machine(),
         "backend": "Redis + PostgreSQL (one fresh database), one Redis key prefix",
         "parameters": (
-            f"N={args.jobs or base['jobs']} jobs per drain, {CONCURRENCY} slots per worker "
-            f"process, {args.ops or base['ops']} calls per operation and depth"
+            f"N={args.jobs or base.jobs} jobs per drain, {CONCURRENCY} slots per worker "
+            f"process, {args.ops or base.ops} calls per operation and depth"
         ),
         "load": f"{load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end (1 min)",
         "duration": f"{time.monotonic() - started:.0f} s",

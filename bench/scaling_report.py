@@ -89,12 +89,16 @@ MEMORY_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def _growth_of(rows: Sequence[Row], path: tuple[str, ...]) -> float | None:
+    def get(row: Row) -> float | None:
+        return _dig(row, *path)
+
+    return growth(rows, get)
+
+
 def _depth_table(rows: Sequence[Row], columns: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]:
     body = [[f"{r['depth']:,}"] + [_num(_dig(r, *path)) for _, path in columns] for r in rows]
-    body.append(
-        ["**deepest / shallowest**"]
-        + [_ratio(growth(rows, lambda r, p=path: _dig(r, *p))) for _, path in columns]
-    )
+    body.append(["**deepest / shallowest**"] + [_ratio(_growth_of(rows, p)) for _, p in columns])
     return _table(["Ready jobs in the queue"] + [title for title, _ in columns], body)
 
 

@@ -57,4 +57,4 @@ if __name__ == "__main__" and sys.argv[1:] == ["worker"]:
     from arq.worker import run_worker
 
     logging.basicConfig(level=logging.WARNING)
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    run_worker(WorkerSettings)

@@ -27,6 +27,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import grpc
+from google.protobuf import duration_pb2
 
 from bench.probe import AsyncProbe, probe_url
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
@@ -43,7 +44,7 @@ class RawWorker:
 
     def __init__(
         self,
-        stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+        stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub,
         queues: list[str],
         handler: Handler,
         concurrency: int,
@@ -82,7 +83,7 @@ class RawWorker:
                         worker_id=self._id,
                         queues=self._queues,
                         max_jobs=self._free,
-                        wait={"seconds": 5},
+                        wait=duration_pb2.Duration(seconds=5),
                     ),
                     timeout=10,
                 )

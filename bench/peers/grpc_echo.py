@@ -53,7 +53,9 @@ class EchoPeer(Peer):
         self._server = self.spawn(argv, "server")
         port = await wait_for_port(self.ctx.workdir / "server.log", self._server)
         self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        self._call = self._channel.unary_unary(METHOD)
+        self._call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            METHOD
+        )
         await self._call(b"", wait_for_ready=True, timeout=30)
 
     async def teardown(self) -> None:
