@@ -20,6 +20,7 @@ from worker_sdk.errors import (
     Unavailable,
 )
 from worker_sdk.options import ConnectOptions, RetryOptions, WorkerOptions
+from worker_sdk.schedules import MisfirePolicy, Schedule
 from worker_sdk.sync import SyncClient
 from worker_sdk.types import (
     Backoff,
@@ -52,6 +53,7 @@ __all__ = [
     "JobRequest",
     "JobState",
     "JobUpdate",
+    "MisfirePolicy",
     "NonRetryable",
     "NotFound",
     "PermissionDenied",
@@ -60,6 +62,7 @@ __all__ = [
     "ResourceExhausted",
     "Retry",
     "RetryOptions",
+    "Schedule",
     "SyncClient",
     "TerminalReason",
     "Unauthenticated",

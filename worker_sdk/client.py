@@ -11,10 +11,10 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -25,7 +25,10 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 from worker_sdk.errors import DispatcherError, JobFailed, code_from_int, error_for, from_rpc_error
 from worker_sdk.options import ConnectOptions
+from worker_sdk.schedules import Schedules
 from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobState, JobUpdate
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 500  # jobs per coalesced EnqueueBatch
@@ -91,6 +94,22 @@ class Client:
             self._channel = open_channel(self.options)
             self._stub = dispatcher_pb2_grpc.DispatcherServiceStub(self._channel)
         return self._stub
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel itself (opened on first use), for other services' generated stubs."""
+        _ = self.raw
+        assert self._channel is not None
+        return self._channel
+
+    @property
+    def schedules(self) -> Schedules:
+        """Recurring schedules: create, list, pause, resume and delete them."""
+        return Schedules(self)
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        """Run one call under this client's retry rules (used by `schedules`)."""
+        return await _retry.call(fn, self.options.retry, idempotent=idempotent, rng=self._rng)
 
     @property
     def namespace(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 from worker_sdk.client import Client
 from worker_sdk.errors import DispatcherError
 from worker_sdk.options import ConnectOptions
+from worker_sdk.schedules import MisfirePolicy, Schedule
 from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobUpdate
 
 T = TypeVar("T")
@@ -51,6 +52,11 @@ class SyncClient:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+    @property
+    def schedules(self) -> SyncSchedules:
+        """See `Client.schedules`."""
+        return SyncSchedules(self)
 
     @property
     def options(self) -> ConnectOptions:
@@ -93,3 +99,49 @@ class SyncClient:
                     return
         finally:
             self._run(stream.aclose())  # type: ignore[attr-defined]
+
+
+class SyncSchedules:
+    """The blocking twin of `Schedules`."""
+
+    def __init__(self, owner: SyncClient) -> None:
+        self._owner = owner
+        self._async = owner._client.schedules
+
+    def create(
+        self,
+        name: str,
+        job: JobRequest,
+        *,
+        cron: str | None = None,
+        interval: timedelta | None = None,
+        timezone: str = "UTC",
+        misfire_policy: MisfirePolicy = MisfirePolicy.CATCH_UP_LATEST,
+    ) -> Schedule:
+        """See `Schedules.create`."""
+        return self._owner._run(
+            self._async.create(
+                name, job, cron=cron, interval=interval, timezone=timezone,
+                misfire_policy=misfire_policy,
+            )
+        )  # fmt: skip
+
+    def get(self, schedule_id: str) -> Schedule:
+        """See `Schedules.get`."""
+        return self._owner._run(self._async.get(schedule_id))
+
+    def list(self) -> list[Schedule]:
+        """See `Schedules.list`."""
+        return self._owner._run(self._async.list())
+
+    def pause(self, schedule_id: str) -> Schedule:
+        """See `Schedules.pause`."""
+        return self._owner._run(self._async.pause(schedule_id))
+
+    def resume(self, schedule_id: str) -> Schedule:
+        """See `Schedules.resume`."""
+        return self._owner._run(self._async.resume(schedule_id))
+
+    def delete(self, schedule_id: str) -> None:
+        """See `Schedules.delete`."""
+        self._owner._run(self._async.delete(schedule_id))

@@ -77,6 +77,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._lease_call: Any = None  # the Lease long-poll in flight
         self._client: Client | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.worker_id = self.options.worker_id or _default_worker_id()
@@ -156,9 +157,12 @@ class Worker:
         if self._stopping is None or self._client is None:
             return
         self._stopping.set()
-        self._lease_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._lease_task
+        self._slot_freed.set()
+        # Cancel the call, not the task: a reply that already arrived is still taken
+        # in (its jobs run or are given back below) instead of being dropped.
+        if self._lease_call is not None:
+            self._lease_call.cancel()
+        await self._lease_task
         await self._drain()
         for t in self._tasks:
             t.cancel()
@@ -220,10 +224,15 @@ class Worker:
                 continue
             try:
                 leases = await self._lease(min(free, self.options.max_lease_batch))
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    return  # stop() cancelled the long-poll (the server gives back what it took)
+                raise
             except grpc.aio.AioRpcError as exc:
                 delay = backoff.next_delay_s()
                 logger.warning("lease failed (%s); again in %.2fs", from_rpc_error(exc), delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
             backoff.reset()
             for lease in leases:
@@ -242,7 +251,11 @@ class Worker:
         if o.lease_duration is not None:
             request.lease_duration.CopyFrom(duration(o.lease_duration))
         timeout = o.poll_wait.total_seconds() + self._client_timeout()
-        reply = await self._client.raw.Lease(request, timeout=timeout)
+        self._lease_call = self._client.raw.Lease(request, timeout=timeout)
+        try:
+            reply = await self._lease_call
+        finally:
+            self._lease_call = None
         return list(reply.leases)
 
     def _start(self, lease: pb.Lease) -> None:

@@ -363,9 +363,27 @@ class Dispatcher:
             if self.quotas is not None:
                 want = await self.quotas.lease_room(ns, want)
             # Shielded: once Redis has handed out ids, SQL must settle them even
-            # if the caller goes away, or they would sit leased until the reaper.
-            granted += await asyncio.shield(self._lease_from(ns, queue, worker, want, duration))
+            # if the caller goes away; and then they are given back at once
+            # (a worker stopping cancels its long-poll), not left to the reaper.
+            step = asyncio.ensure_future(self._lease_from(ns, queue, worker, want, duration))
+            try:
+                granted += await asyncio.shield(step)
+            except asyncio.CancelledError:
+                granted += await step
+                await self._give_back(ns, granted)
+                raise
         return granted
+
+    async def _give_back(self, ns: str, granted: list[GrantedLease]) -> None:
+        """Release leases whose caller went away before it could receive them."""
+        if not granted:
+            return
+        error = "the caller went away before it received the lease"
+        items = [NackItem(g.token, error, release=True) for g in granted]
+        try:
+            await self.nack(ns, items)
+        except DispatchError as exc:  # the reaper expires them instead
+            logger.warning("could not give back %d abandoned leases: %s", len(items), exc.reason)
 
     async def _lease_from(
         self, ns: str, queue: str, worker: str, want: int, duration: int | None

@@ -163,6 +163,8 @@ async def test_the_sync_client_does_the_same_without_await(app: DispatcherApp) -
             assert client.cancel(job.id).state is JobState.CANCELLED
             with pytest.raises(JobFailed):
                 client.result(job.id)
+            made = client.schedules.create("s", JobRequest("q", "t"), interval=timedelta(hours=1))
+            assert [s.id for s in client.schedules.list()] == [made.id]
             return [u.state for u in client.updates([job.id])]
 
     # In a thread, as in a web view: the server runs on this test's event loop.

@@ -15,9 +15,11 @@ from dispatcher.clock import FakeClock
 from worker_sdk import (
     Client,
     ConnectOptions,
+    Enqueued,
     Job,
     JobContext,
     JobOptions,
+    JobRequest,
     JobState,
     NonRetryable,
     Retry,
@@ -189,10 +191,11 @@ async def test_at_most_concurrency_jobs_run_at_once_and_all_complete(
         await asyncio.sleep(0.05)
         running -= 1
 
+    queued = await client.enqueue_many([JobRequest("q", "work", {"i": i}) for i in range(12)])
     await worker.start()
-    jobs = [await client.enqueue("q", "work", {"i": i}) for i in range(12)]
-    for job in jobs:
-        await state_is(client, job.id, JobState.SUCCEEDED)
+    for result in queued:
+        assert isinstance(result, Enqueued)
+        await state_is(client, result.job.id, JobState.SUCCEEDED)
     assert peak == QUICK.concurrency
 
 

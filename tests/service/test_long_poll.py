@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import pytest
+
+from dispatcher.app import Components
 from dispatcher.clock import FakeClock
+from dispatcher.domain.models import JobState, LeaseRequest
 from dispatcher.service import listener
 from tests.backends import Backend
 from tests.service.helpers import lease, spec
@@ -66,3 +71,30 @@ async def test_sixteen_waiting_pollers_and_one_job_give_it_to_exactly_one(
     results = await asyncio.gather(*polls)
     winners = [g.job.id for r in results for g in r]
     assert winners == [job.id]
+
+
+async def test_a_long_poll_cancelled_while_leasing_gives_its_jobs_back_at_once(
+    replica: Components,
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec(max_attempts=1))).job
+    real_lease, in_lease, go_on = replica.index.lease, asyncio.Event(), asyncio.Event()
+
+    async def slow_lease(*args: Any, **kwargs: Any) -> Any:  # fault injection: a slow Redis
+        in_lease.set()
+        await go_on.wait()
+        return await real_lease(*args, **kwargs)
+
+    replica.index.lease = slow_lease  # type: ignore[method-assign]
+    poll = asyncio.create_task(
+        replica.dispatcher.lease(LeaseRequest("", "w", ["q"], 1, 0, None))
+    )
+    await in_lease.wait()
+    poll.cancel()  # the worker went away mid-lease
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    back = await replica.runs.get(job.id)
+    assert back is not None
+    assert (back.state, back.attempt) == (JobState.QUEUED, 0)
+    (again,) = await lease(replica)
+    assert again.job.id == job.id
