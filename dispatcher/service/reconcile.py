@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.domain.errors import DispatchError
-from dispatcher.domain.models import Job
+from dispatcher.domain.models import Job, JobState
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.store.redis.index import RedisIndex, placement
@@ -136,6 +136,12 @@ class Reconciler:
 
 def _agrees(job: Job, where: str, score: int | None) -> bool:
     want, want_score = placement(job)
+    if job.state is JobState.QUEUED and where == "l":
+        # A lease in progress: lease.lua moved it before the lease's SQL commit.
+        # Putting it back in ready would leave a stale entry that a later Lease
+        # picks for nothing; if that commit never comes, the provisional lease
+        # expires and the reaper puts the job back.
+        return True
     if want != where:
         return False
     # A leased entry's score may lag a heartbeat by a moment; only its place matters.

@@ -85,3 +85,15 @@ async def test_the_reconciler_puts_back_a_job_whose_index_write_was_lost(
     assert stats.repaired == 1
     assert [g.job.id for g in await lease(replica)] == [job.id]
     assert (await replica.reconciler.check_page()).repaired == 0
+
+
+async def test_the_reconciler_leaves_a_lease_in_progress_alone(
+    replica: Components, clock: FakeClock
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    now = clock.now_ms()
+    # lease.lua has moved the job; the lease's SQL commit has not happened yet.
+    assert await replica.index.lease("default", "q", 1, now + 30_000, now) == [job.id]
+    assert (await replica.reconciler.check_page()).repaired == 0
+    ready = replica.index.keys.ready("default", "q")
+    assert await replica.index.client.zscore(ready, job.id) is None

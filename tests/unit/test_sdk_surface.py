@@ -14,7 +14,8 @@ from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 EXPECTED = {
     "AlreadyExists", "Backoff", "Client", "ConnectOptions", "DeadlineExceeded",
     "DispatcherError", "Enqueued", "FailedPrecondition", "InvalidArgument", "Job",
-    "JobContext", "JobFailed", "JobOptions", "JobRequest", "JobState", "JobUpdate", "MisfirePolicy", "Schedule",
+    "JobContext", "JobFailed", "JobOptions", "JobRequest", "JobState", "JobUpdate",
+    "MisfirePolicy", "Schedule",
     "NonRetryable", "NotFound", "PermissionDenied", "Priority", "Progress",
     "ResourceExhausted", "Retry", "RetryOptions", "SyncClient", "TerminalReason",
     "Unauthenticated", "Unavailable", "Worker", "WorkerOptions",
