@@ -85,9 +85,7 @@ async def test_a_long_poll_cancelled_while_leasing_gives_its_jobs_back_at_once(
         return await real_lease(*args, **kwargs)
 
     replica.index.lease = slow_lease  # type: ignore[method-assign]
-    poll = asyncio.create_task(
-        replica.dispatcher.lease(LeaseRequest("", "w", ["q"], 1, 0, None))
-    )
+    poll = asyncio.create_task(replica.dispatcher.lease(LeaseRequest("", "w", ["q"], 1, 0, None)))
     await in_lease.wait()
     poll.cancel()  # the worker went away mid-lease
     go_on.set()
