@@ -11,7 +11,7 @@ The client side is behind two small seams, so that `worker_sdk.Client` and
 harness: a `Producer` (enqueue one payload, enqueue many) picked from
 `PRODUCERS`, and the worker process `bench.peers.dispatcher_worker`, whose
 `--client` picks a loop from its `WORKERS`. Option "client" chooses both
-("raw" today).
+("sdk" by default, "raw" for the generated stubs alone).
 """
 
 from __future__ import annotations
@@ -99,7 +99,45 @@ class RawProducer:
         await self._channel.close()
 
 
-PRODUCERS: dict[str, type[RawProducer]] = {"raw": RawProducer}
+class SdkProducer:
+    """The same through worker_sdk.Client: `enqueue` and `enqueue_many`."""
+
+    def __init__(self, address: str) -> None:
+        from worker_sdk import Client, ConnectOptions
+
+        self.client = Client(ConnectOptions(address=address))
+        self._raw = RawProducer(address)
+
+    async def ready(self, within_s: float = 60.0) -> None:
+        await self._raw.ready(within_s)
+
+    async def enqueue(self, queue: str, body: bytes) -> None:
+        from worker_sdk import JobOptions
+
+        await self.client.enqueue(
+            queue, JOB_TYPE, body, JobOptions(content_type="application/json")
+        )
+
+    async def enqueue_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+        from worker_sdk import DispatcherError, JobOptions, JobRequest
+
+        options = JobOptions(content_type="application/json")
+        results = await self.client.enqueue_many(
+            [JobRequest(queue, JOB_TYPE, b, options) for b in bodies]
+        )
+        bad = [r for r in results if isinstance(r, DispatcherError)]
+        if bad:
+            raise RuntimeError(f"{len(bad)} items refused, first: {bad[0]}")
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self._raw.close()
+
+
+PRODUCERS: dict[str, type[RawProducer] | type[SdkProducer]] = {
+    "raw": RawProducer,
+    "sdk": SdkProducer,
+}
 
 
 def worker_command(address: str, queues: str, concurrency: int, client: str = "raw") -> list[str]:
@@ -162,7 +200,7 @@ class DispatcherPeer(Peer):
         self._server, self.address = await start_server(
             self.ctx.workdir, "server", db_url, redis_url, opts["redis_prefix"]
         )
-        self._client = opts.get("client", "raw")
+        self._client = opts.get("client", "sdk")
         self._producer = PRODUCERS[self._client](self.address)
         await self._producer.ready()
 

@@ -34,6 +34,7 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 
 logger = logging.getLogger(__name__)
+JOB_TYPE = "noop"  # as bench.peers.dispatcher.JOB_TYPE
 Handler = Callable[[bytes], Awaitable[None]]  # the job payload -> done
 Loop = Callable[[str, list[str], int, Handler, asyncio.Event], Awaitable[None]]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -140,7 +141,28 @@ async def run_raw(
         await RawWorker(stub, queues, handle, concurrency).run(stop)
 
 
-WORKERS: dict[str, Loop] = {"raw": run_raw}
+async def run_sdk(
+    address: str, queues: list[str], concurrency: int, handle: Handler, stop: asyncio.Event
+) -> None:
+    """The same loop through worker_sdk.Worker: batched leases, heartbeats and acks."""
+    from datetime import timedelta
+
+    from worker_sdk import ConnectOptions, JobContext, Worker, WorkerOptions
+
+    options = WorkerOptions(
+        queues=tuple(queues), concurrency=concurrency, poll_wait=timedelta(seconds=5)
+    )
+    worker = Worker(options, ConnectOptions(address=address))
+
+    @worker.handler(JOB_TYPE)
+    async def noop(job: JobContext) -> None:
+        await handle(job.payload)
+
+    async with worker:
+        await stop.wait()
+
+
+WORKERS: dict[str, Loop] = {"raw": run_raw, "sdk": run_sdk}
 
 
 def probe_handler() -> Handler:
