@@ -20,6 +20,7 @@ from worker_sdk.errors import (
     Unavailable,
 )
 from worker_sdk.options import ConnectOptions, RetryOptions, WorkerOptions
+from worker_sdk.queues import QueueLimits
 from worker_sdk.schedules import MisfirePolicy, Schedule
 from worker_sdk.sync import SyncClient
 from worker_sdk.types import (
@@ -59,6 +60,7 @@ __all__ = [
     "PermissionDenied",
     "Priority",
     "Progress",
+    "QueueLimits",
     "ResourceExhausted",
     "Retry",
     "RetryOptions",

@@ -25,6 +25,7 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 from worker_sdk.errors import DispatcherError, JobFailed, code_from_int, error_for, from_rpc_error
 from worker_sdk.options import ConnectOptions
+from worker_sdk.queues import Queues
 from worker_sdk.schedules import Schedules
 from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobState, JobUpdate
 
@@ -101,6 +102,11 @@ class Client:
         _ = self.raw
         assert self._channel is not None
         return self._channel
+
+    @property
+    def queues(self) -> Queues:
+        """Queue control (admin role): pause, resume, limits."""
+        return Queues(self)
 
     @property
     def schedules(self) -> Schedules:

@@ -16,7 +16,7 @@ EXPECTED = {
     "DispatcherError", "Enqueued", "FailedPrecondition", "InvalidArgument", "Job",
     "JobContext", "JobFailed", "JobOptions", "JobRequest", "JobState", "JobUpdate",
     "MisfirePolicy", "Schedule",
-    "NonRetryable", "NotFound", "PermissionDenied", "Priority", "Progress",
+    "NonRetryable", "NotFound", "PermissionDenied", "Priority", "Progress", "QueueLimits",
     "ResourceExhausted", "Retry", "RetryOptions", "SyncClient", "TerminalReason",
     "Unauthenticated", "Unavailable", "Worker", "WorkerOptions",
 }  # fmt: skip
