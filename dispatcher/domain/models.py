@@ -291,6 +291,19 @@ class QueueSettings:
     key_burst: int = 0
 
 
+# The limit attributes of QueueSettings (all but the pause flag): one list for
+# the service that validates them and the store that writes them.
+QUEUE_LIMIT_FIELDS = (
+    "max_depth",
+    "max_concurrency",
+    "rate_per_s",
+    "burst",
+    "key_max_concurrency",
+    "key_rate_per_s",
+    "key_burst",
+)
+
+
 @dataclass(frozen=True)
 class NamespaceQuota:
     """Per-namespace quotas; 0 means none."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from dispatcher.clock import Clock
 from dispatcher.domain import validation
 from dispatcher.domain.errors import DispatchError, QueueFull
-from dispatcher.domain.models import JobSpec, QueueSettings
+from dispatcher.domain.models import QUEUE_LIMIT_FIELDS, JobSpec, QueueSettings
 from dispatcher.store.redis.index import RedisIndex
 from dispatcher.store.sql import queues as sql_queues
 from dispatcher.store.sql.admin import audit
@@ -31,15 +31,6 @@ REFRESH_S = 2.0
 RETRY_AFTER_MS = 1000
 MAX_DEPTH_LIMIT = 100_000_000
 MAX_LIMIT = 1_000_000
-LIMITS = {
-    "max_depth",
-    "max_concurrency",
-    "rate_per_s",
-    "burst",
-    "key_max_concurrency",
-    "key_rate_per_s",
-    "key_burst",
-}
 
 
 @dataclass
@@ -83,7 +74,7 @@ class QueueControl:
         out = validation.Violations()
         for name, value in limits.items():
             high = MAX_DEPTH_LIMIT if name == "max_depth" else MAX_LIMIT
-            if name not in LIMITS:
+            if name not in QUEUE_LIMIT_FIELDS:
                 out.add(name, "is not a queue limit")
             elif not (math.isfinite(value) and 0 <= value <= high):
                 out.add(name, f"must be between 0 and {high}")

@@ -6,25 +6,15 @@ from dataclasses import replace
 
 from sqlalchemy import select, update
 
-from dispatcher.domain.models import QueueSettings
+from dispatcher.domain.models import QUEUE_LIMIT_FIELDS, QueueSettings
 from dispatcher.store.sql.runs import RunStore, RunsTx, translate_errors
 from dispatcher.store.sql.tables import queue_settings
-
-LIMIT_FIELDS = (
-    "max_depth",
-    "max_concurrency",
-    "rate_per_s",
-    "burst",
-    "key_max_concurrency",
-    "key_rate_per_s",
-    "key_burst",
-)
 
 
 def _settings(r: object) -> QueueSettings:
     m = r._mapping  # type: ignore[attr-defined]
     return QueueSettings(
-        m["namespace"], m["queue"], bool(m["paused"]), **{f: m[f] for f in LIMIT_FIELDS}
+        m["namespace"], m["queue"], bool(m["paused"]), **{f: m[f] for f in QUEUE_LIMIT_FIELDS}
     )
 
 
@@ -41,7 +31,7 @@ async def upsert(tx: RunsTx, ns: str, queue: str, now_ms: int, **changes: object
     current = _settings(row) if row is not None else QueueSettings(ns, queue)
     new = replace(current, **changes)  # type: ignore[arg-type]
     values = {"paused": new.paused, "updated_at": now_ms}
-    values.update({f: getattr(new, f) for f in LIMIT_FIELDS})
+    values.update({f: getattr(new, f) for f in QUEUE_LIMIT_FIELDS})
     if row is None:
         await tx.conn.execute(queue_settings.insert().values(namespace=ns, queue=queue, **values))
     else:
