@@ -21,6 +21,7 @@ from sqlalchemy.engine import Row
 
 from dispatcher.domain.models import JobSpec, Priority, RetryPolicy
 from dispatcher.domain.schedules import MisfirePolicy, Schedule, ScheduleSpec
+from dispatcher.store.sql import claims
 from dispatcher.store.sql.runs import RunStore, RunsTx, translate_errors
 from dispatcher.store.sql.tables import schedules
 
@@ -189,21 +190,8 @@ class ScheduleStore:
         """Claim up to `limit` unpaused schedules due at `now_ms` until `until_ms`,
         most overdue first; only the rows this call took come back."""
         due = (s.c.paused == false()) & (s.c.next_fire_at <= now_ms) & (s.c.claimed_until <= now_ms)
-        pick = (
-            select(s.c.id)
-            .where(due)
-            .order_by(s.c.next_fire_at, s.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        async with self.runs.transaction() as tx:
-            ids = list((await tx.conn.execute(pick)).scalars())
-            if not ids:
-                return []
-            claim = (
-                update(s).where(s.c.id.in_(ids) & due).values(claimed_until=until_ms).returning(s)
-            )
-            rows = (await tx.conn.execute(claim)).all()
+        order = (s.c.next_fire_at, s.c.id)
+        rows = await claims.claim_due(self.runs, s, due, order, until_ms, limit, [s])
         return sorted((_from_row(r) for r in rows), key=lambda x: (x.next_fire_ms, x.id))
 
     async def advance(

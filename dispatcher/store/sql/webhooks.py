@@ -3,9 +3,7 @@
 Rows are written by `RunsTx.save` in the transaction that finishes a job;
 this module only reads and updates `webhook_outbox` and appends to
 `webhook_attempts`. It never touches `runs`. Claims are safe across
-replicas: candidates are picked with FOR UPDATE SKIP LOCKED on PostgreSQL,
-and the claiming UPDATE re-checks that the row is still pending and
-unclaimed, returning only the rows it actually took.
+replicas (`claims.claim_due`, shared with the schedules).
 """
 
 from __future__ import annotations
@@ -14,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, update
 
+from dispatcher.store.sql import claims
 from dispatcher.store.sql.runs import RunStore
 from dispatcher.store.sql.tables import webhook_attempts, webhook_outbox
 
@@ -74,35 +73,17 @@ class WebhookOutbox:
 
     async def claim_due(self, now_ms: int, until_ms: int, limit: int) -> list[OutboxItem]:
         """Claim up to `limit` pending rows due at `now_ms` until `until_ms`, oldest due first."""
-        pick = (
-            select(o.c.id)
-            .where(
-                o.c.state == OutboxState.PENDING.value,
-                o.c.next_attempt_at <= now_ms,
-                o.c.claimed_until <= now_ms,
-            )
-            .order_by(o.c.next_attempt_at, o.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        due = and_(
+            o.c.state == OutboxState.PENDING.value,
+            o.c.next_attempt_at <= now_ms,
+            o.c.claimed_until <= now_ms,
         )
-        async with self.runs.transaction() as tx:
-            ids = list((await tx.conn.execute(pick)).scalars())
-            if not ids:
-                return []
-            claim = (
-                update(o)
-                .where(
-                    o.c.id.in_(ids),
-                    o.c.state == OutboxState.PENDING.value,
-                    o.c.claimed_until <= now_ms,
-                )
-                .values(claimed_until=until_ms)
-                .returning(
-                    o.c.id, o.c.job_id, o.c.namespace, o.c.url, o.c.body, o.c.created_at,
-                    o.c.attempts, o.c.next_attempt_at,
-                )
-            )  # fmt: skip
-            rows = (await tx.conn.execute(claim)).all()
+        columns = [
+            o.c.id, o.c.job_id, o.c.namespace, o.c.url, o.c.body, o.c.created_at, o.c.attempts,
+            o.c.next_attempt_at,
+        ]  # fmt: skip
+        order = (o.c.next_attempt_at, o.c.id)
+        rows = await claims.claim_due(self.runs, o, due, order, until_ms, limit, columns)
         return [
             OutboxItem(r.id, r.job_id, r.namespace, r.url, bytes(r.body), r.created_at, r.attempts)
             for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
