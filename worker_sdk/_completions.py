@@ -77,12 +77,7 @@ class Completions:
 
     def _still_ours(self, h: Held) -> bool:
         if h.state is LeaseState.LOST or h.expires_at <= time.monotonic():
-            if h.state is not LeaseState.LOST:
-                logger.warning(
-                    "job %s: its lease expired before its outcome was sent", h.context.id
-                )
-            h.state = LeaseState.LOST
-            h.done.set()
+            h.lose("it expired before the outcome was sent")
             return False
         return True
 
@@ -143,7 +138,7 @@ class Completions:
                 continue
             if error:
                 logger.warning("job %s: %s refused (%s)", h.context.id, method, error)
-            h.done.set()
+            h.settle()
 
 
 def _nack_item(h: Held, o: Nack) -> pb.NackItem:

@@ -48,6 +48,7 @@ class Held:
     duration_s: float
     expires_at: float  # time.monotonic() by which it must be renewed
     renewed_at: float
+    registry: dict[str, Held]  # the worker's leases, which this one leaves once settled
     state: LeaseState = LeaseState.RUNNING
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)  # settled or given up
@@ -57,7 +58,7 @@ class Held:
 
     def end(self, state: LeaseState) -> None:
         """Stop the handler (its result will not be used for LOST)."""
-        if self.state in (LeaseState.RUNNING,):
+        if self.state is LeaseState.RUNNING:
             self.state = state
             self.context._cancel()
             if self.task is not None:
@@ -65,8 +66,23 @@ class Held:
         elif state is LeaseState.LOST:
             self.state = state
 
+    def settle(self) -> None:
+        """Nothing more will be sent for this lease: forget it."""
+        self.done.set()
+        self.registry.pop(self.token, None)
 
-def new_held(lease: pb.Lease, context: JobContext, o: WorkerOptions) -> Held:
+    def lose(self, why: str) -> None:
+        """The lease is no longer ours: stop the handler, send nothing, forget it."""
+        if self.state is not LeaseState.LOST:
+            logger.warning("lease of job %s lost (%s): its result will not be sent",
+                           self.context.id, why)  # fmt: skip
+        self.end(LeaseState.LOST)
+        self.settle()
+
+
+def new_held(
+    lease: pb.Lease, context: JobContext, o: WorkerOptions, registry: dict[str, Held]
+) -> Held:
     now_wall, now = time.time(), time.monotonic()
     if o.lease_duration is not None:
         seconds = o.lease_duration.total_seconds()
@@ -75,7 +91,7 @@ def new_held(lease: pb.Lease, context: JobContext, o: WorkerOptions) -> Held:
     else:
         seconds = lease.expire_time.ToDatetime().timestamp() - now_wall
     seconds = max(seconds, 1.0)
-    return Held(lease.lease_token, context, seconds, now + seconds, now)
+    return Held(lease.lease_token, context, seconds, now + seconds, now, registry)
 
 
 class Heartbeats:
@@ -142,12 +158,12 @@ class Heartbeats:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.NOT_FOUND,
             ):  # a one-item call fails as a whole with the item's error
-                self._lost(leases[0], err.reason or err.code.name)
+                leases[0].lose(err.reason or err.code.name)
                 return
             raise err from None
         for h, result in zip(leases, reply.results, strict=True):
             if result.HasField("error"):
-                self._lost(h, result.error.reason or str(result.error.code))
+                h.lose(result.error.reason or str(result.error.code))
             elif result.cancel_requested:
                 logger.info("job %s was cancelled: stopping its handler", h.context.id)
                 h.end(LeaseState.CANCEL_REQUESTED)
@@ -155,13 +171,8 @@ class Heartbeats:
             else:
                 h.renewed_at, h.expires_at = sent_at, sent_at + h.duration_s
 
-    def _lost(self, h: Held, why: str) -> None:
-        logger.warning("lease of job %s lost (%s): its result will not be sent", h.context.id, why)
-        h.end(LeaseState.LOST)
-        h.done.set()
-
     def _give_up_expired(self, leases: Iterable[Held]) -> None:
         now = time.monotonic()
         for h in leases:
             if h.expires_at <= now and h.state is not LeaseState.LOST:
-                self._lost(h, "could not be renewed before it expired")
+                h.lose("could not be renewed before it expired")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -113,10 +113,6 @@ class Client:
         """Recurring schedules: create, list, pause, resume and delete them."""
         return Schedules(self)
 
-    async def call(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
-        """Run one call under this client's retry rules (used by `schedules`)."""
-        return await _retry.call(fn, self.options.retry, idempotent=idempotent, rng=self._rng)
-
     @property
     def namespace(self) -> str:
         return self.options.namespace
@@ -125,9 +121,13 @@ class Client:
     def _timeout(self) -> float:
         return self.options.timeout.total_seconds()
 
-    async def _unary(self, method: str, request: Any, *, idempotent: bool) -> Any:
+    async def _unary(self, method: str, request: Any, *, idempotent: bool, stub: Any = None) -> Any:
+        """One unary call with this client's deadline and retry rules; `stub` defaults
+        to the DispatcherService's (`schedules` and `queues` pass theirs)."""
+        target = stub if stub is not None else self.raw
+
         async def once() -> Any:
-            return await getattr(self.raw, method)(request, timeout=self._timeout)
+            return await getattr(target, method)(request, timeout=self._timeout)
 
         return await _retry.call(once, self.options.retry, idempotent=idempotent, rng=self._rng)
 

@@ -31,13 +31,8 @@ class Queues:
         self._client = client
 
     async def _unary(self, method: str, request: Any) -> Any:
-        stub: Any = admin_pb2_grpc.AdminServiceStub(self._client.channel)
-        timeout = self._client.options.timeout.total_seconds()
-
-        async def once() -> Any:
-            return await getattr(stub, method)(request, timeout=timeout)
-
-        return await self._client.call(once, idempotent=True)
+        stub = admin_pb2_grpc.AdminServiceStub(self._client.channel)
+        return await self._client._unary(method, request, idempotent=True, stub=stub)
 
     async def pause(self, queue: str) -> None:
         """Grant no more leases from this queue (on every replica); Enqueue still works."""

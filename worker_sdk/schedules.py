@@ -69,13 +69,8 @@ class Schedules:
     def _stub(self) -> Any:
         return schedule_pb2_grpc.ScheduleServiceStub(self._client.channel)
 
-    async def _unary(self, method: str, request: Any, *, idempotent: bool = True) -> Any:
-        timeout = self._client.options.timeout.total_seconds()
-
-        async def once() -> Any:
-            return await getattr(self._stub, method)(request, timeout=timeout)
-
-        return await self._client.call(once, idempotent=idempotent)
+    async def _unary(self, method: str, request: Any) -> Any:
+        return await self._client._unary(method, request, idempotent=True, stub=self._stub)
 
     async def create(
         self,

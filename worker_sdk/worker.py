@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
 import signal
@@ -46,7 +45,7 @@ from worker_sdk.client import Client
 from worker_sdk.context import JobContext, NonRetryable, Retry
 from worker_sdk.errors import from_rpc_error
 from worker_sdk.options import ConnectOptions, WorkerOptions
-from worker_sdk.types import JSON
+from worker_sdk.types import encode_payload
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("worker_sdk")
@@ -76,7 +75,6 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._forgetting: set[asyncio.Task[None]] = set()
         self._lease_call: Any = None  # the Lease long-poll in flight
         self._client: Client | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -260,26 +258,16 @@ class Worker:
 
     def _start(self, lease: pb.Lease) -> None:
         context = JobContext(_convert.job(lease.job), self.worker_id)
-        held = new_held(lease, context, self.options)
+        held = new_held(lease, context, self.options, self._held)
         self._held[held.token] = held
         self._running += 1
         held.task = asyncio.create_task(self._run_job(held), name=f"job {context.id}")
-        held.task.add_done_callback(lambda _: self._job_done(held))
+        held.task.add_done_callback(lambda _: self._job_done())
         self._heartbeats.changed.set()
 
-    def _job_done(self, held: Held) -> None:
+    def _job_done(self) -> None:
         self._running -= 1
         self._slot_freed.set()
-        if held.done.is_set():
-            self._held.pop(held.token, None)
-        else:  # forget it once its outcome is settled
-            task = asyncio.create_task(self._forget_when_done(held))
-            self._forgetting.add(task)
-            task.add_done_callback(self._forgetting.discard)
-
-    async def _forget_when_done(self, held: Held) -> None:
-        await held.done.wait()
-        self._held.pop(held.token, None)
 
     # ---- running ---------------------------------------------------------------
 
@@ -300,7 +288,7 @@ class Worker:
         ):
             outcome = await self._outcome(held)
         if outcome is None:  # lost: nothing may be sent
-            held.done.set()
+            held.settle()
             return
         self._completions.put(held, outcome)
 
@@ -357,11 +345,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _encode_result(result: Any) -> tuple[bytes, str]:
+    """Bytes as they are (octet-stream), anything else as JSON, the way payloads are."""
     if result is None:
         return b"", ""
-    if isinstance(result, bytes | bytearray | memoryview):
-        return bytes(result), "application/octet-stream"
-    return json.dumps(result, separators=(",", ":")).encode(), JSON
+    raw = isinstance(result, bytes | bytearray | memoryview)
+    return encode_payload(result, "application/octet-stream" if raw else None)
 
 
 def _default_worker_id() -> str:
