@@ -7,7 +7,7 @@ import pytest
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import IndexRebuilding
-from dispatcher.domain.models import JobState, Priority
+from dispatcher.domain.models import HeartbeatItem, JobState, Priority
 from dispatcher.service.state import Phase
 from tests.backends import Backend
 from tests.service.helpers import ack, lease, spec
@@ -97,3 +97,29 @@ async def test_the_reconciler_leaves_a_lease_in_progress_alone(
     assert (await replica.reconciler.check_page()).repaired == 0
     ready = replica.index.keys.ready("default", "q")
     assert await replica.index.client.zscore(ready, job.id) is None
+
+
+async def test_index_writes_still_land_after_redis_forgets_its_scripts(
+    replica: Components, backend: Backend
+) -> None:
+    # A Redis restart or SCRIPT FLUSH empties the script cache; pipelined script
+    # calls answer NOSCRIPT, and the index must load the scripts and run them again
+    # instead of leaving the write to the reconciler.
+    d = replica.dispatcher
+    first = (await d.enqueue("", spec())).job
+    await replica.index.client.script_flush()
+    second = (await d.enqueue("", spec())).job  # enqueue.lua in a pipeline
+    granted = await lease(replica, n=10)
+    assert [g.job.id for g in granted] == [first.id, second.id]
+
+    await replica.index.client.script_flush()
+    await ack(replica, granted[0].token)  # place.lua and remove.lua in a pipeline
+    await replica.index.client.script_flush()
+    await d.heartbeat("", [HeartbeatItem(granted[1].token)])  # extend.lua in a pipeline
+
+    assert not replica.state.repair_requested.is_set()
+    leased = await replica.index.client.zrange(
+        replica.index.keys.leased("default", "q"), 0, -1, withscores=True
+    )
+    job = await d.get("", second.id)
+    assert leased == [(second.id, float(job.lease_expires_ms or 0))]

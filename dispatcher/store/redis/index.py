@@ -83,25 +83,24 @@ class RedisIndex:
 
     async def enqueue(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
         """Index newly inserted jobs and announce them."""
-        async with translate_errors("enqueue"):
-            pipe = self.client.pipeline(transaction=False)
+
+        def fill(pipe: Any) -> None:
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
                 args: list[Any] = [now_ms, self.keys.wake_channel(), ref]
                 for j in group:
                     args += [j.id, int(j.priority), j.run_at_ms, j.concurrency_key]
-                await self.scripts.enqueue(
-                    keys=[
-                        self.keys.ready(ns, q),
-                        self.keys.scheduled(ns, q),
-                        self.keys.job_keys(ns, q),
-                    ],
-                    args=args,
-                    client=pipe,
-                )
+                keys = [
+                    self.keys.ready(ns, q),
+                    self.keys.scheduled(ns, q),
+                    self.keys.job_keys(ns, q),
+                ]
+                Scripts.call(pipe, self.scripts.enqueue, keys, args)
                 pipe.sadd(self.keys.queues(), ref)
             self._notify(pipe, notices)
-            await pipe.execute()
+
+        async with translate_errors("enqueue"):
+            await self.scripts.pipeline(self.client, fill)
 
     async def lease(self, ns: str, queue: str, n: int, expire_ms: int, now_ms: int) -> list[str]:
         """Pop up to n ready jobs into the leased set (provisionally, until SQL confirms),
@@ -123,38 +122,39 @@ class RedisIndex:
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
     async def extend(self, jobs: Sequence[Job]) -> None:
-        async with translate_errors("extend"):
-            pipe = self.client.pipeline(transaction=False)
+        def fill(pipe: Any) -> None:
             for (ns, q), group in _by_queue(jobs).items():
                 args: list[Any] = []
                 for j in group:
                     args += [j.id, j.lease_expires_ms]
-                await self.scripts.extend(keys=[self.keys.leased(ns, q)], args=args, client=pipe)
-            await pipe.execute()
+                Scripts.call(pipe, self.scripts.extend, [self.keys.leased(ns, q)], args)
+
+        async with translate_errors("extend"):
+            await self.scripts.pipeline(self.client, fill)
 
     async def place(self, jobs: Sequence[Job], notices: Sequence[Notice] = ()) -> None:
         """Put each job where its SQL state says it belongs (terminal: nowhere)."""
         if not jobs and not notices:
             return
-        async with translate_errors("place"):
-            pipe = self.client.pipeline(transaction=False)
+
+        def fill(pipe: Any) -> None:
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
                 terminal = [j.id for j in group if j.state.terminal]
                 if terminal:
-                    await self.scripts.remove(
-                        keys=self._queue_keys(ns, q), args=terminal, client=pipe
-                    )
+                    Scripts.call(pipe, self.scripts.remove, self._queue_keys(ns, q), terminal)
                 live = [j for j in group if not j.state.terminal]
                 if live:
                     args: list[Any] = [self.keys.wake_channel(), ref]
                     for j in live:
                         where, score = placement(j)
                         args += [j.id, where, score, j.concurrency_key]
-                    await self.scripts.place(keys=self._queue_keys(ns, q), args=args, client=pipe)
+                    Scripts.call(pipe, self.scripts.place, self._queue_keys(ns, q), args)
                     pipe.sadd(self.keys.queues(), ref)
             self._notify(pipe, notices)
-            await pipe.execute()
+
+        async with translate_errors("place"):
+            await self.scripts.pipeline(self.client, fill)
 
     async def forget(self, ns: str, queue: str, ids: Sequence[str]) -> None:
         """Drop ids from every structure of a queue (stale entries with no live SQL row)."""
