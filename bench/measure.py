@@ -12,7 +12,10 @@ The same phases for every system, against its own Redis database:
 3. latency: with the workers idle, L jobs enqueued `interval` apart; each
    handler's start time minus the time just before its enqueue call;
 4. workers stopped, enqueue N jobs with the batch API, if there is one (they
-   are never run).
+   are never run);
+5. enqueue N jobs from C concurrent producer tasks in one process, each
+   awaiting one job at a time, where the system's client has a path for it
+   (ours: `Client(batch_window=...)`); never run either.
 
 Writes CONFIG's `result` path as JSON (a `bench.report.SystemResult`).
 Standard library and redis-py only, plus the peer's own module.
@@ -34,7 +37,7 @@ import redis
 
 from bench import probe
 from bench.peers.base import Context, Peer
-from bench.report import NO_BATCH_API, SystemResult, percentile
+from bench.report import NO_BATCH_API, NOT_MEASURED, SystemResult, percentile
 
 MARKER = "bench:owner"
 
@@ -131,6 +134,18 @@ async def phase_enqueue_batch(peer: Peer, cfg: dict[str, Any], res: SystemResult
     res.details["batch_api"] = f"{peer.batch_api}, {size} per call"
 
 
+async def phase_enqueue_concurrent(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
+    if peer.concurrent_api is None:
+        res.missing["enqueue_concurrent_per_s"] = NOT_MEASURED
+        return
+    n, callers = cfg["jobs"], cfg["callers"]
+    t = time.perf_counter()
+    await peer.enqueue_concurrent("conc", n, callers)
+    elapsed = time.perf_counter() - t
+    res.metrics["enqueue_concurrent_per_s"] = n / elapsed
+    res.details["concurrent_api"] = f"{peer.concurrent_api}, {callers} callers"
+
+
 def _fail(res: SystemResult, keys: list[str], exc: BaseException) -> None:
     text = str(exc) if isinstance(exc, PhaseFailed) else f"{type(exc).__name__}: {exc}"
     for k in keys:
@@ -174,6 +189,10 @@ async def measure(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
             await phase_enqueue_batch(peer, cfg, res)
         except Exception as exc:
             _fail(res, ["enqueue_batch_per_s"], exc)
+        try:
+            await phase_enqueue_concurrent(peer, cfg, res)
+        except Exception as exc:
+            _fail(res, ["enqueue_concurrent_per_s"], exc)
     finally:
         peer.stop_workers()
         await peer.teardown()
@@ -197,7 +216,8 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(Path(argv[0]).read_text())
     res = SystemResult(cfg["name"], cfg["kind"], cfg.get("workers_label", ""))
     res.details["parameters"] = {
-        k: cfg[k] for k in ("jobs", "workers", "latency_jobs", "latency_interval", "batch_size")
+        k: cfg[k]
+        for k in ("jobs", "workers", "latency_jobs", "latency_interval", "batch_size", "callers")
     }
     try:
         if cfg["redis_url"]:

@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-jobs", type=int, help="jobs in the latency run (200)")
     p.add_argument("--latency-interval-ms", type=float, default=10.0)
     p.add_argument("--batch-size", type=int, default=100, help="jobs per batch-API call")
+    p.add_argument("--callers", type=int, default=100, help="C, concurrent producer tasks (100)")
     p.add_argument("--timeout", type=float, help="seconds allowed per system (1200)")
     p.add_argument(
         "--arq-python",
@@ -90,6 +91,7 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
         "latency_jobs": args.latency_jobs or base["latency_jobs"],
         "latency_interval": args.latency_interval_ms / 1000,
         "batch_size": args.batch_size,
+        "callers": args.callers,
         "warmup": 20,
         "settle": 1.0,
         "drain_timeout": base["drain_timeout"],
@@ -256,7 +258,8 @@ def meta_for(args: argparse.Namespace, params: dict[str, Any], argv: list[str]) 
         "parameters": (
             f"N={p['jobs']} jobs, W={p['workers']} worker processes, latency "
             f"{p['latency_jobs']} jobs {p['latency_interval'] * 1000:g} ms apart, batch "
-            f"{p['batch_size']} per call, Redis {args.redis} (one db per system)"
+            f"{p['batch_size']} per call, {p['callers']} concurrent callers, "
+            f"Redis {args.redis} (one db per system)"
         ),
         "params": p,
     }

@@ -42,6 +42,7 @@ class Peer:
     """
 
     batch_api: str | None = None
+    concurrent_api: str | None = None  # set by systems whose client coalesces concurrent calls
     stop_signal: int = signal.SIGTERM
     producer_only = False  # True for the echo reference: no workers, no drain
 
@@ -64,6 +65,10 @@ class Peer:
             await self.enqueue_one(tag, i, n)
 
     async def enqueue_batch(self, tag: str, n: int, size: int) -> None:
+        raise NotImplementedError
+
+    async def enqueue_concurrent(self, tag: str, n: int, callers: int) -> None:
+        """Enqueue n jobs from `callers` concurrent tasks, each awaiting one job at a time."""
         raise NotImplementedError
 
     def worker_commands(self, workers: int) -> list[list[str]]:

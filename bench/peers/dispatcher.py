@@ -23,7 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol
@@ -36,8 +37,12 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 WORKER_QUEUES = "drain,lat"  # "warm" and "batch" jobs are never leased
-CONCURRENCY = 10  # slots per worker process, like arq's default max_jobs
+# Jobs in flight per worker process. The benchmark's handler is an async no-op, so
+# this is set like Taskiq's default (max_async_tasks=100), the other asyncio
+# worker here; it also lets each Lease and Ack call carry a batch worth sending.
+CONCURRENCY = 100
 JOB_TYPE = "noop"
+BATCH_WINDOW_MS = 1.0  # how long the SDK client gathers concurrent enqueues
 
 
 def payload(tag: str, i: int, n: int) -> bytes:
@@ -64,11 +69,29 @@ class Producer(Protocol):
     async def enqueue_many(self, queue: str, bodies: Sequence[bytes]) -> None:
         """Many jobs in one call; raises if any is refused."""
 
+    async def enqueue_concurrent(self, queue: str, bodies: Sequence[bytes], callers: int) -> None:
+        """One job per call from `callers` concurrent tasks."""
+
     async def close(self) -> None: ...
+
+
+async def from_callers(
+    bodies: Sequence[bytes], callers: int, one: Callable[[bytes], Awaitable[object]]
+) -> None:
+    """`callers` tasks, each taking the next body and awaiting its enqueue, until none is left."""
+    left = iter(bodies)
+
+    async def caller() -> None:
+        for body in left:
+            await one(body)
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
 
 
 class RawProducer:
     """A producer on the generated stubs: `Enqueue` and `EnqueueBatch`."""
+
+    concurrent_api = "concurrent Enqueue calls (raw stubs)"
 
     def __init__(self, address: str) -> None:
         self._channel = grpc.aio.insecure_channel(address)
@@ -95,18 +118,25 @@ class RawProducer:
         if bad:
             raise RuntimeError(f"{len(bad)} items refused, first: {bad[0].reason}")
 
+    async def enqueue_concurrent(self, queue: str, bodies: Sequence[bytes], callers: int) -> None:
+        await from_callers(bodies, callers, lambda body: self.enqueue(queue, body))
+
     async def close(self) -> None:
         await self._channel.close()
 
 
 class SdkProducer:
-    """The same through worker_sdk.Client: `enqueue` and `enqueue_many`."""
+    """The same through worker_sdk.Client: `enqueue` and `enqueue_many`; concurrent
+    calls through a second client that coalesces them (`batch_window`)."""
+
+    concurrent_api = f"Client(batch_window={BATCH_WINDOW_MS:g} ms).enqueue"
 
     def __init__(self, address: str) -> None:
         from worker_sdk import Client, ConnectOptions
 
         self.client = Client(ConnectOptions(address=address))
         self._raw = RawProducer(address)
+        self._address = address
 
     async def ready(self, within_s: float = 60.0) -> None:
         await self._raw.ready(within_s)
@@ -128,6 +158,16 @@ class SdkProducer:
         bad = [r for r in results if isinstance(r, DispatcherError)]
         if bad:
             raise RuntimeError(f"{len(bad)} items refused, first: {bad[0]}")
+
+    async def enqueue_concurrent(self, queue: str, bodies: Sequence[bytes], callers: int) -> None:
+        from worker_sdk import Client, ConnectOptions, JobOptions
+
+        options = JobOptions(content_type="application/json")
+        window = timedelta(milliseconds=BATCH_WINDOW_MS)
+        async with Client(ConnectOptions(address=self._address), batch_window=window) as client:
+            await from_callers(
+                bodies, callers, lambda body: client.enqueue(queue, JOB_TYPE, body, options)
+            )
 
     async def close(self) -> None:
         await self.client.close()
@@ -202,6 +242,7 @@ class DispatcherPeer(Peer):
         )
         self._client = opts.get("client", "sdk")
         self._producer = PRODUCERS[self._client](self.address)
+        self.concurrent_api = self._producer.concurrent_api
         await self._producer.ready()
 
     async def teardown(self) -> None:
@@ -210,6 +251,10 @@ class DispatcherPeer(Peer):
 
     async def enqueue_one(self, tag: str, i: int, n: int) -> None:
         await self._producer.enqueue(tag, payload(tag, i, n))
+
+    async def enqueue_concurrent(self, tag: str, n: int, callers: int) -> None:
+        bodies = [payload(tag, i, n) for i in range(n)]
+        await self._producer.enqueue_concurrent(tag, bodies, callers)
 
     async def enqueue_batch(self, tag: str, n: int, size: int) -> None:
         for start in range(0, n, size):

@@ -176,50 +176,94 @@ class Dispatcher:
         results: list[Outcome[Enqueued] | None],
         single: bool,
     ) -> list[Job]:
-        # A concurrent enqueue on another replica may take an idempotency key
-        # between our read and our insert; the unique index then refuses ours
-        # and the retry finds theirs.
+        """Insert the jobs; a job whose key is taken gets the key's job instead.
+
+        The insert skips taken keys by itself, so only a collision costs a lookup.
+        A collision is decided by `idempotency.decide`: the same request within the
+        window gets the earlier job, a different one ALREADY_EXISTS, and a key past
+        its window is taken from the old job and the insert tried again. Two items
+        of one batch with one key collide with each other the same way.
+        """
         for _ in range(5):
             try:
                 async with self.runs.transaction() as tx:
-                    keys = [s.idempotency_key for _, s, _ in valid if s.idempotency_key]
-                    existing = await tx.by_idempotency_keys(ns, keys)
+                    drafts = await self._drafts(tx, ns, valid, now, results, single)
                     created: list[Job] = []
-                    released: list[Job] = []
-                    edges: list[tuple[str, str]] = []
-                    for i, spec, run_at in valid:
-                        key = spec.idempotency_key
-                        if key and key in existing:
-                            try:
-                                window = self.limits.idempotency_window_ms
-                                decision = idempotency.decide(existing[key], spec, now, window)
-                            except AlreadyExists as exc:
-                                results[i] = exc
-                                continue
-                            if decision is idempotency.Decision.REUSE:
-                                results[i] = Enqueued(existing[key], created=False)
-                                continue
-                            released.append(existing[key])
-                        job = self._new_job(ns, spec, run_at, now)
-                        if spec.depends_on:
-                            try:
-                                prefix = "job" if single else f"jobs[{i}]"
-                                job = await self._with_dependencies(tx, ns, spec, job, prefix)
-                            except InvalidArgument as exc:
-                                results[i] = exc
-                                continue
-                            edges += [(job.id, d) for d in spec.depends_on]
-                        if key:
-                            existing[key] = job
-                        created.append(job)
-                        results[i] = Enqueued(job, created=True)
-                    await tx.release_idempotency_keys([j.id for j in released])
-                    await tx.insert(created)
+                    for _round in range(3):  # a released key needs a second insert
+                        inserted = await tx.insert([job for _, _, job in drafts])
+                        created += [job for _, _, job in drafts if job.id in inserted]
+                        for i, _, job in drafts:
+                            if job.id in inserted:
+                                results[i] = Enqueued(job, created=True)
+                        collided = [d for d in drafts if d[2].id not in inserted]
+                        drafts = await self._settle_collisions(tx, ns, collided, now, results)
+                        if not drafts:
+                            break
+                    else:
+                        raise DuplicateKey()
+                    edges = [(j.id, d) for j in created for d in j.depends_on]
                     await tx.add_dependencies(edges)
                 return created
             except DuplicateKey:
                 continue
         raise Unavailable("could not settle a concurrent idempotency key; retry")
+
+    async def _drafts(
+        self,
+        tx: RunsTx,
+        ns: str,
+        valid: list[tuple[int, JobSpec, int]],
+        now: int,
+        results: list[Outcome[Enqueued] | None],
+        single: bool,
+    ) -> list[tuple[int, JobSpec, Job]]:
+        """The job each valid spec would create (dependencies decide its first state)."""
+        drafts = []
+        for i, spec, run_at in valid:
+            job = self._new_job(ns, spec, run_at, now)
+            if spec.depends_on:
+                try:
+                    prefix = "job" if single else f"jobs[{i}]"
+                    job = await self._with_dependencies(tx, ns, spec, job, prefix)
+                except InvalidArgument as exc:
+                    results[i] = exc
+                    continue
+            drafts.append((i, spec, job))
+        return drafts
+
+    async def _settle_collisions(
+        self,
+        tx: RunsTx,
+        ns: str,
+        collided: list[tuple[int, JobSpec, Job]],
+        now: int,
+        results: list[Outcome[Enqueued] | None],
+    ) -> list[tuple[int, JobSpec, Job]]:
+        """Decide each job whose key was taken; return those to insert again."""
+        if not collided:
+            return []
+        existing = await tx.by_idempotency_keys(ns, [s.idempotency_key for _, s, _ in collided])
+        again: list[tuple[int, JobSpec, Job]] = []
+        released: list[str] = []
+        for i, spec, job in collided:
+            holder = existing.get(spec.idempotency_key)
+            if holder is None:  # the holder lost its key meanwhile: insert again
+                again.append((i, spec, job))
+                continue
+            try:
+                window = self.limits.idempotency_window_ms
+                decision = idempotency.decide(holder, spec, now, window)
+            except AlreadyExists as exc:
+                results[i] = exc
+                continue
+            if decision is idempotency.Decision.REUSE:
+                results[i] = Enqueued(holder, created=False)
+                continue
+            if holder.id not in released:
+                released.append(holder.id)
+            again.append((i, spec, job))
+        await tx.release_idempotency_keys(released)
+        return again
 
     async def _with_dependencies(
         self, tx: RunsTx, ns: str, spec: JobSpec, job: Job, prefix: str

@@ -54,3 +54,24 @@ async def test_sixty_four_leasers_on_two_replicas_lease_every_job_exactly_once(
     assert set(counts.values()) == {1}
     assert overlaps == []
     assert await replicas[0].runs.count_by_state() == {"succeeded": JOBS}
+
+
+async def test_two_replicas_enqueueing_the_same_keys_at_once_create_each_job_once(
+    backend: Backend, clock: FakeClock
+) -> None:
+    replicas = [backend.components(clock), backend.components(clock)]
+    for r in replicas:
+        await r.reconciler.ensure_index()
+    keys = [f"order-{i}" for i in range(40)]
+
+    async def producer(replica: Components) -> list[str]:
+        ids = []
+        for key in keys:
+            out = await replica.dispatcher.enqueue("", spec(idempotency_key=key, payload=b"x"))
+            ids.append(out.job.id)
+        return ids
+
+    a, b = await asyncio.gather(producer(replicas[0]), producer(replicas[1]))
+    assert a == b  # both callers of each key got the same job
+    assert len(set(a)) == len(keys)
+    assert await replicas[0].runs.count_by_state() == {"queued": len(keys)}

@@ -83,3 +83,18 @@ async def test_a_key_returns_the_finished_job_with_its_result_inside_the_window_
     assert (
         await replica.dispatcher.enqueue("", spec(idempotency_key="k", payload=b"new"))
     ).job.id == fresh.job.id
+
+
+async def test_a_key_past_its_window_twice_in_one_batch_creates_one_new_job(
+    replica: Components, clock: FakeClock
+) -> None:
+    old = await replica.dispatcher.enqueue("", spec(idempotency_key="k"))
+    clock.advance(DAY_MS / 1000 + 1)
+    results = await replica.dispatcher.enqueue_batch(
+        "", [spec(idempotency_key="k", payload=b"n"), spec(idempotency_key="k", payload=b"n")]
+    )
+    first, second = (r.job for r in results)  # type: ignore[union-attr]
+    assert first.id == second.id != old.job.id
+    assert [r.created for r in results] == [True, False]  # type: ignore[union-attr]
+    assert (await replica.runs.get(old.job.id)).idempotency_key is None  # type: ignore[union-attr]
+    assert await replica.runs.count_by_state() == {"queued": 2}

@@ -14,6 +14,7 @@ import pytest
 from bench.peers import SYSTEMS, select
 from bench.report import (
     NO_BATCH_API,
+    NOT_MEASURED,
     SystemResult,
     best_peers,
     build_report,
@@ -113,6 +114,16 @@ def test_single_enqueue_is_compared_with_the_echo() -> None:
     assert versus_echo([ours("o", enqueue_single_per_s=1.0)]) == {}
 
 
+def test_concurrent_enqueue_is_judged_against_the_best_peers_one_per_call_rate() -> None:
+    # Peers have no coalescing client, so the target is their sequential rate.
+    systems = [*SYSTEMS_FIXTURE, ours("coalesced", enqueue_concurrent_per_s=7500)]
+    report = build_report(systems, {})
+    assert report.best["enqueue_concurrent_per_s"] == report.best["enqueue_single_per_s"]
+    assert report.ratios["coalesced"]["enqueue_concurrent_per_s"] == pytest.approx(1.5)
+    best_row = next(ln for ln in render_markdown(report).splitlines() if "**best peer**" in ln)
+    assert "5,000 (huey, enqueue, 1 per call)" in best_row
+
+
 def test_ratio_format_keeps_two_decimals_below_ten() -> None:
     assert fmt_ratio(0.234) == "0.23x"
     assert fmt_ratio(12.34) == "12.3x"
@@ -144,13 +155,18 @@ def test_peers_are_listed_before_ours_and_the_reference_last() -> None:
 
 def test_no_batch_api_shows_a_dash_and_a_failure_gets_a_footnote() -> None:
     slow = peer("slow", enqueue_single_per_s=10)
-    slow.missing = {"enqueue_batch_per_s": NO_BATCH_API, "drain_per_s": "timeout after 60s"}
+    slow.missing = {
+        "enqueue_concurrent_per_s": NOT_MEASURED,
+        "enqueue_batch_per_s": NO_BATCH_API,
+        "drain_per_s": "timeout after 60s",
+    }
     broken = SystemResult("broken", "peer", "", error="RuntimeError: no arq")
     md = render_markdown(build_report([slow, broken], {}))
     row = next(ln for ln in md.splitlines() if ln.startswith("| slow"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[3] == "—"  # batch
-    assert cells[4] == "failed [1]"  # drain, with its footnote
+    assert cells[3] == "—"  # concurrent callers: not measured for peers
+    assert cells[4] == "—"  # batch
+    assert cells[5] == "failed [1]"  # drain, with its footnote
     assert "1. slow, Drain: timeout after 60s" in md
     assert "2. broken: RuntimeError: no arq" in md
 

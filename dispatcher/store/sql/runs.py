@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -72,6 +73,13 @@ async def translate_errors() -> AsyncIterator[None]:
         raise DuplicateKey() from exc
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         raise Unavailable("the database is unavailable") from exc
+
+
+def _insert_for(dialect: str) -> Any:
+    """An INSERT INTO runs that can take ON CONFLICT (each dialect has its own)."""
+    if dialect == "postgresql":
+        return postgresql.insert(runs)
+    return sqlite.insert(runs)
 
 
 def job_to_row(job: Job) -> dict[str, Any]:
@@ -287,13 +295,35 @@ class RunsTx:
             stmt = update(runs).where(runs.c.id.in_(list(ids))).values(idempotency_key=None)
             await self.conn.execute(stmt)
 
-    async def insert(self, jobs: Sequence[Job]) -> None:
-        """Insert new jobs and their first transition."""
+    async def insert(self, jobs: Sequence[Job]) -> set[str]:
+        """Insert new jobs and their first transition, skipping any job whose
+        idempotency key is already taken in its namespace; return the ids inserted.
+
+        The unique index itself finds the collisions (ON CONFLICT DO NOTHING), so
+        the common case, a fresh key, costs no lookup; the caller looks up only the
+        keys that collided. A concurrent insert of the same key on PostgreSQL makes
+        this one wait for it, then skip.
+        """
         if not jobs:
-            return
-        await self.conn.execute(runs.insert(), [job_to_row(j) for j in jobs])
-        events = [Transition(j.id, j.version, j.state, j.attempt, j.created_ms) for j in jobs]
-        await self.conn.execute(run_events.insert(), [_event_row(e) for e in events])
+            return set()
+        rows = [job_to_row(j) for j in jobs]
+        if any(j.idempotency_key for j in jobs):
+            stmt = _insert_for(self.conn.dialect.name).on_conflict_do_nothing(
+                index_elements=[runs.c.namespace, runs.c.idempotency_key]
+            )
+            result = await self.conn.execute(stmt.returning(runs.c.id), rows)
+            inserted = {r.id for r in result.all()}
+        else:
+            await self.conn.execute(runs.insert(), rows)
+            inserted = {j.id for j in jobs}
+        events = [
+            _event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
+            for j in jobs
+            if j.id in inserted
+        ]
+        if events:
+            await self.conn.execute(run_events.insert(), events)
+        return inserted
 
     async def save(self, changes: Sequence[JobChange]) -> None:
         """Write each change's `after`; record an event for each state transition."""
