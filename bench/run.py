@@ -38,6 +38,7 @@ from bench.peers.base import ROOT, kill_group
 from bench.report import (
     METRIC_KEYS,
     NO_BATCH_API,
+    NOT_MEASURED,
     SystemResult,
     build_report,
     render_markdown,
@@ -293,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{k}/{len(systems)}] {system.name} ...", file=sys.stderr, flush=True)
         result = run_system(system, params, args, args.out / "logs")
         status = "failed: " + result.error if result.error else "ok"
-        failed = {m: why for m, why in result.missing.items() if why != NO_BATCH_API}
+        failed = {
+            m: why for m, why in result.missing.items() if why not in (NO_BATCH_API, NOT_MEASURED)
+        }
         if failed and not result.error:
             status = "partial: " + "; ".join(f"{m} {why}" for m, why in failed.items())
         print(f"    {status} ({result.details['seconds']}s)", file=sys.stderr, flush=True)
