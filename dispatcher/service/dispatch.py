@@ -50,6 +50,7 @@ from dispatcher.domain.models import (
     evolve,
 )
 from dispatcher.service import dependencies
+from dispatcher.service.group_commit import GroupCommit
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.state import ServingState
@@ -66,6 +67,10 @@ Outcome: TypeAlias = Union[T, DispatchError]  # noqa: UP007 (a generic alias nee
 # How often a waiting Lease looks again even without a wake-up, in case a
 # wake-up message was lost (a pub/sub reconnect): a backstop, not the path.
 RECHECK_S = 1.0
+
+# At most this many concurrent Enqueue calls share one transaction (each call
+# may carry a whole batch): enough to pay BEGIN and COMMIT once for a burst.
+GROUP_COMMIT_CALLS = 32
 
 
 def notices(changes: Sequence[JobChange]) -> list[Notice]:
@@ -92,6 +97,26 @@ def single(results: Sequence[Outcome[T]]) -> T:
 
 
 @dataclass
+class InsertRequest:
+    """One Enqueue call's valid jobs, on their way into a shared transaction."""
+
+    namespace: str
+    valid: list[tuple[int, JobSpec, int]]  # (index in the call, spec, run_at)
+    now: int
+    results: list[Outcome[Enqueued] | None]  # the call's answers, filled in place
+    single: bool  # an Enqueue (errors name "job"), not an EnqueueBatch ("jobs[i]")
+    trace_context: dict[str, str]  # the caller's, stored with its jobs
+
+
+@dataclass
+class _Draft:
+    request: InsertRequest
+    i: int
+    spec: JobSpec
+    job: Job
+
+
+@dataclass
 class Dispatcher:
     """The domain service. No gRPC here: requests and answers are domain values."""
 
@@ -109,6 +134,7 @@ class Dispatcher:
     quotas: Quotas | None = None
     # Checks where a callback URL points (SSRF) before anything is written.
     url_guard: Callable[[str, str], Awaitable[None]] | None = None
+    _inserts: GroupCommit[InsertRequest, list[Job]] | None = field(default=None, repr=False)
 
     # ---- enqueue -------------------------------------------------------
 
@@ -152,8 +178,11 @@ class Dispatcher:
             valid = [v for v in valid if v[1].queue not in full]
         if self.quotas is not None:
             await self.quotas.check_enqueue(ns, len(valid))
-        single = field_prefix == "job"
-        created = await self._insert_idempotently(ns, valid, now, results, single)
+        created = await self._insert_idempotently(
+            InsertRequest(
+                ns, valid, now, results, field_prefix == "job", telemetry.current_trace_context()
+            )
+        )
         # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
         # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
         runnable = [j for j in created if j.state in (JobState.QUEUED, JobState.SCHEDULED)]
@@ -168,100 +197,85 @@ class Dispatcher:
             telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])
 
-    async def _insert_idempotently(
-        self,
-        ns: str,
-        valid: list[tuple[int, JobSpec, int]],
-        now: int,
-        results: list[Outcome[Enqueued] | None],
-        single: bool,
-    ) -> list[Job]:
-        """Insert the jobs; a job whose key is taken gets the key's job instead.
+    async def _insert_idempotently(self, request: InsertRequest) -> list[Job]:
+        """Commit one call's jobs, in a transaction shared with concurrent calls."""
+        if self._inserts is None:
+            self._inserts = GroupCommit(self._insert_group, max_requests=GROUP_COMMIT_CALLS)
+        return await self._inserts.submit(request)
+
+    async def _insert_group(self, requests: Sequence[InsertRequest]) -> list[list[Job]]:
+        """Insert the jobs of every request; a job whose key is taken gets the key's job.
 
         The insert skips taken keys by itself, so only a collision costs a lookup.
         A collision is decided by `idempotency.decide`: the same request within the
         window gets the earlier job, a different one ALREADY_EXISTS, and a key past
         its window is taken from the old job and the insert tried again. Two items
-        of one batch with one key collide with each other the same way.
+        with one key, in one batch or in two calls of the group, collide the same way.
         """
         for _ in range(5):
             try:
                 async with self.runs.transaction() as tx:
-                    drafts = await self._drafts(tx, ns, valid, now, results, single)
-                    created: list[Job] = []
+                    drafts = [d for r in requests for d in await self._drafts(tx, r)]
+                    created: list[_Draft] = []
                     for _round in range(3):  # a released key needs a second insert
-                        inserted = await tx.insert([job for _, _, job in drafts])
-                        created += [job for _, _, job in drafts if job.id in inserted]
-                        for i, _, job in drafts:
-                            if job.id in inserted:
-                                results[i] = Enqueued(job, created=True)
-                        collided = [d for d in drafts if d[2].id not in inserted]
-                        drafts = await self._settle_collisions(tx, ns, collided, now, results)
+                        inserted = await tx.insert([d.job for d in drafts])
+                        for d in drafts:
+                            if d.job.id in inserted:
+                                d.request.results[d.i] = Enqueued(d.job, created=True)
+                                created.append(d)
+                        collided = [d for d in drafts if d.job.id not in inserted]
+                        drafts = await self._settle_collisions(tx, collided)
                         if not drafts:
                             break
                     else:
                         raise DuplicateKey()
-                    edges = [(j.id, d) for j in created for d in j.depends_on]
-                    await tx.add_dependencies(edges)
-                return created
+                    await tx.add_dependencies(
+                        [(d.job.id, dep) for d in created for dep in d.job.depends_on]
+                    )
+                return [[d.job for d in created if d.request is r] for r in requests]
             except DuplicateKey:
                 continue
         raise Unavailable("could not settle a concurrent idempotency key; retry")
 
-    async def _drafts(
-        self,
-        tx: RunsTx,
-        ns: str,
-        valid: list[tuple[int, JobSpec, int]],
-        now: int,
-        results: list[Outcome[Enqueued] | None],
-        single: bool,
-    ) -> list[tuple[int, JobSpec, Job]]:
+    async def _drafts(self, tx: RunsTx, r: InsertRequest) -> list[_Draft]:
         """The job each valid spec would create (dependencies decide its first state)."""
         drafts = []
-        for i, spec, run_at in valid:
-            job = self._new_job(ns, spec, run_at, now)
+        for i, spec, run_at in r.valid:
+            job = self._new_job(r.namespace, spec, run_at, r.now, r.trace_context)
             if spec.depends_on:
                 try:
-                    prefix = "job" if single else f"jobs[{i}]"
-                    job = await self._with_dependencies(tx, ns, spec, job, prefix)
+                    prefix = "job" if r.single else f"jobs[{i}]"
+                    job = await self._with_dependencies(tx, r.namespace, spec, job, prefix)
                 except InvalidArgument as exc:
-                    results[i] = exc
+                    r.results[i] = exc
                     continue
-            drafts.append((i, spec, job))
+            drafts.append(_Draft(r, i, spec, job))
         return drafts
 
-    async def _settle_collisions(
-        self,
-        tx: RunsTx,
-        ns: str,
-        collided: list[tuple[int, JobSpec, Job]],
-        now: int,
-        results: list[Outcome[Enqueued] | None],
-    ) -> list[tuple[int, JobSpec, Job]]:
+    async def _settle_collisions(self, tx: RunsTx, collided: list[_Draft]) -> list[_Draft]:
         """Decide each job whose key was taken; return those to insert again."""
-        if not collided:
-            return []
-        existing = await tx.by_idempotency_keys(ns, [s.idempotency_key for _, s, _ in collided])
-        again: list[tuple[int, JobSpec, Job]] = []
+        again: list[_Draft] = []
         released: list[str] = []
-        for i, spec, job in collided:
-            holder = existing.get(spec.idempotency_key)
-            if holder is None:  # the holder lost its key meanwhile: insert again
-                again.append((i, spec, job))
-                continue
-            try:
-                window = self.limits.idempotency_window_ms
-                decision = idempotency.decide(holder, spec, now, window)
-            except AlreadyExists as exc:
-                results[i] = exc
-                continue
-            if decision is idempotency.Decision.REUSE:
-                results[i] = Enqueued(holder, created=False)
-                continue
-            if holder.id not in released:
-                released.append(holder.id)
-            again.append((i, spec, job))
+        for ns in {d.request.namespace for d in collided}:
+            here = [d for d in collided if d.request.namespace == ns]
+            existing = await tx.by_idempotency_keys(ns, [d.spec.idempotency_key for d in here])
+            for d in here:
+                holder = existing.get(d.spec.idempotency_key)
+                if holder is None:  # the holder lost its key meanwhile: insert again
+                    again.append(d)
+                    continue
+                try:
+                    window = self.limits.idempotency_window_ms
+                    decision = idempotency.decide(holder, d.spec, d.request.now, window)
+                except AlreadyExists as exc:
+                    d.request.results[d.i] = exc
+                    continue
+                if decision is idempotency.Decision.REUSE:
+                    d.request.results[d.i] = Enqueued(holder, created=False)
+                    continue
+                if holder.id not in released:
+                    released.append(holder.id)
+                again.append(d)
         await tx.release_idempotency_keys(released)
         return again
 
@@ -278,7 +292,9 @@ class Dispatcher:
             return transitions.fail_dependency(draft, failed, JobState.CANCELLED, job.created_ms)
         return job
 
-    def _new_job(self, ns: str, spec: JobSpec, run_at: int, now: int) -> Job:
+    def _new_job(
+        self, ns: str, spec: JobSpec, run_at: int, now: int, trace_context: dict[str, str]
+    ) -> Job:
         return Job(
             id=self.id_gen.new(now),
             namespace=ns,
@@ -296,7 +312,7 @@ class Dispatcher:
             created_ms=now,
             run_at_ms=run_at,
             idempotency_key=spec.idempotency_key or None,
-            trace_context=telemetry.current_trace_context(),
+            trace_context=trace_context,
             callback_url=spec.callback_url,
             concurrency_key=spec.concurrency_key,
             start_deadline_ms=None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 
@@ -71,6 +72,28 @@ async def test_one_trace_shows_the_producer_the_dispatcher_and_the_worker(
     assert {"producer", "worker: run t", "sql.transaction", "redis.enqueue"} <= names
     assert "/dispatch.v1.DispatcherService/Enqueue" in names  # the server span
     assert job.id == lease.job.id
+
+
+async def test_concurrent_enqueues_sharing_a_commit_keep_their_own_trace_contexts(
+    app: DispatcherApp,
+) -> None:
+    installed()
+    tracer = trace.get_tracer("test")
+    address = f"127.0.0.1:{app.port}"
+    async with grpc.aio.insecure_channel(address, interceptors=aio_client_interceptors()) as ch:
+        stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
+
+        async def produce(n: int) -> tuple[int, str]:
+            with tracer.start_as_current_span(f"producer {n}") as span:
+                reply = await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="q", type="t")))
+            return span.get_span_context().trace_id, reply.job.id
+
+        sent = await asyncio.gather(*(produce(n) for n in range(8)))
+        for trace_id, job_id in sent:
+            job = (await stub.GetStatus(pb.GetStatusRequest(job_id=job_id))).job
+            stored = trace.get_current_span(propagate.extract(dict(job.trace_context)))
+            assert stored.get_span_context().trace_id == trace_id
+    assert len({t for t, _ in sent}) == 8
 
 
 async def test_the_sdk_workers_handler_span_joins_the_producers_trace(
