@@ -29,6 +29,7 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Awaitable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,17 @@ def check_all_ran(r: redis.Redis, tag: str, n: int) -> None:
         raise PhaseFailed(f"{ran} distinct jobs of {n} ran, {count} handler calls")
 
 
+async def seconds(work: Awaitable[None]) -> float:
+    """How long `work` takes to finish."""
+    t = time.perf_counter()
+    await work
+    return time.perf_counter() - t
+
+
 async def phase_enqueue_single(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
     await peer.enqueue_single("warm", cfg["warmup"])
     n = cfg["jobs"]
-    t = time.perf_counter()
-    await peer.enqueue_single("drain", n)
-    elapsed = time.perf_counter() - t
+    elapsed = await seconds(peer.enqueue_single("drain", n))
     res.metrics["enqueue_single_per_s"] = n / elapsed
     res.details["enqueue_single_s"] = elapsed
 
@@ -127,10 +133,7 @@ async def phase_enqueue_batch(peer: Peer, cfg: dict[str, Any], res: SystemResult
         res.missing["enqueue_batch_per_s"] = NO_BATCH_API
         return
     n, size = cfg["jobs"], cfg["batch_size"]
-    t = time.perf_counter()
-    await peer.enqueue_batch("batch", n, size)
-    elapsed = time.perf_counter() - t
-    res.metrics["enqueue_batch_per_s"] = n / elapsed
+    res.metrics["enqueue_batch_per_s"] = n / await seconds(peer.enqueue_batch("batch", n, size))
     res.details["batch_api"] = f"{peer.batch_api}, {size} per call"
 
 
@@ -139,9 +142,7 @@ async def phase_enqueue_concurrent(peer: Peer, cfg: dict[str, Any], res: SystemR
         res.missing["enqueue_concurrent_per_s"] = NOT_MEASURED
         return
     n, callers = cfg["jobs"], cfg["callers"]
-    t = time.perf_counter()
-    await peer.enqueue_concurrent("conc", n, callers)
-    elapsed = time.perf_counter() - t
+    elapsed = await seconds(peer.enqueue_concurrent("conc", n, callers))
     res.metrics["enqueue_concurrent_per_s"] = n / elapsed
     res.details["concurrent_api"] = f"{peer.concurrent_api}, {callers} callers"
 
