@@ -92,6 +92,26 @@ async def test_a_heartbeat_sets_the_expiry_to_now_plus_the_duration_and_keeps_th
     )
 
 
+async def test_a_token_repeated_in_one_heartbeat_call_is_applied_in_order(
+    replica: Components, clock: FakeClock
+) -> None:
+    await replica.dispatcher.enqueue("", spec(lease_duration_ms=2000))
+    (g,) = await lease(replica)
+    items = [HeartbeatItem(g.token, 10.0, "first", 5000), HeartbeatItem(g.token, 20.0, "second")]
+    first, second = await replica.dispatcher.heartbeat("", items)
+    assert first.expire_ms == clock.now_ms() + 5000  # type: ignore[union-attr]
+    assert second.expire_ms == clock.now_ms() + 2000  # type: ignore[union-attr]
+    job = await replica.runs.get(g.job.id)
+    assert job is not None
+    assert (job.progress_percent, job.progress_message, job.lease_expires_ms) == (
+        20.0,
+        "second",
+        clock.now_ms() + 2000,
+    )
+    (ok,) = await replica.dispatcher.ack("", [AckItem(g.token, b"done")])
+    assert ok.state is JobState.SUCCEEDED  # type: ignore[union-attr]
+
+
 async def test_a_heartbeat_after_ack_is_refused(replica: Components) -> None:
     await replica.dispatcher.enqueue("", spec())
     (g,) = await lease(replica)

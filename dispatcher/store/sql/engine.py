@@ -36,7 +36,10 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     return create_async_engine(
         url,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per transaction. A connection the
+        # server dropped fails its statement (UNAVAILABLE, which clients retry),
+        # and SQLAlchemy then replaces every pooled connection opened before it.
+        pool_pre_ping=False,
         pool_size=10,
         max_overflow=10,
         pool_timeout=10,

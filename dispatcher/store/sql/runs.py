@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,6 +32,7 @@ from dispatcher.domain.models import (
     TerminalReason,
     Transition,
 )
+from dispatcher.store.sql import pg_bulk
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.tables import job_dependencies, run_events, runs, webhook_outbox
 
@@ -73,13 +74,6 @@ async def translate_errors() -> AsyncIterator[None]:
         raise DuplicateKey() from exc
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         raise Unavailable("the database is unavailable") from exc
-
-
-def _insert_for(dialect: str) -> Any:
-    """An INSERT INTO runs that can take ON CONFLICT (each dialect has its own)."""
-    if dialect == "postgresql":
-        return postgresql.insert(runs)
-    return sqlite.insert(runs)
 
 
 def job_to_row(job: Job) -> dict[str, Any]:
@@ -239,6 +233,8 @@ _UPDATE = (
     .values({c: bindparam(c) for c in _MUTABLE})
 )
 
+_PG_SAVE = pg_bulk.SaveStatement(_MUTABLE)
+
 
 class RunsTx:
     """Statements inside one transaction."""
@@ -307,8 +303,11 @@ class RunsTx:
         if not jobs:
             return set()
         rows = [job_to_row(j) for j in jobs]
+        if self.conn.dialect.name == "postgresql":
+            result = await self.conn.execute(pg_bulk.INSERT_JOBS, pg_bulk.columns_of(rows))
+            return {r.id for r in result.all()}
         if any(j.idempotency_key for j in jobs):
-            stmt = _insert_for(self.conn.dialect.name).on_conflict_do_nothing(
+            stmt = sqlite.insert(runs).on_conflict_do_nothing(
                 index_elements=[runs.c.namespace, runs.c.idempotency_key]
             )
             result = await self.conn.execute(stmt.returning(runs.c.id), rows)
@@ -330,10 +329,13 @@ class RunsTx:
         if not changes:
             return
         params = [_mutable_params(ch) for ch in changes]
-        await self.conn.execute(_UPDATE, params)
         events = [_event_row(ch.event) for ch in changes if ch.after.version != ch.before.version]
-        if events:
-            await self.conn.execute(run_events.insert(), events)
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(_PG_SAVE.statement, _PG_SAVE.params(params, events))
+        else:
+            await self.conn.execute(_UPDATE, params)
+            if events:
+                await self.conn.execute(run_events.insert(), events)
         outbox = [_outbox_row(ch) for ch in changes if _needs_webhook(ch)]
         if outbox:  # in this transaction: a crash cannot drop a webhook
             await self.conn.execute(webhook_outbox.insert(), outbox)

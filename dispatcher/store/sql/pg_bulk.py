@@ -1,0 +1,111 @@
+"""PostgreSQL: insert new jobs and their first events in one statement.
+
+SQLAlchemy's multi-row INSERT renders one VALUES tuple per row and binds 40
+parameters per job; for a batch of 100 that costs about 12 ms of CPU before
+the server sees it. Here each column travels as one array and `unnest` turns
+the arrays back into rows, so the statement text never changes (asyncpg
+prepares it once per connection) and binding is a list per column. The first
+transition of every inserted job is written by the same statement, from the
+rows the insert returned, so a job skipped for a taken idempotency key gets
+no event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextClause, text
+from sqlalchemy.types import TypeEngine
+
+from dispatcher.store.sql.tables import run_events, runs
+
+
+def _pg_array_type(sql_type: TypeEngine[Any]) -> str:
+    # Order matters: BigInteger is an Integer.
+    for python_type, pg in (
+        (BigInteger, "bigint"),
+        (Integer, "integer"),
+        (Float, "double precision"),
+        (Boolean, "boolean"),
+        (LargeBinary, "bytea"),
+    ):
+        if isinstance(sql_type, python_type):
+            return pg + "[]"
+    return "text[]"
+
+
+COLUMNS = [c.name for c in runs.columns]
+
+
+def _statement() -> TextClause:
+    arrays = ", ".join(f"CAST(:{c} AS {_pg_array_type(runs.c[c].type)})" for c in COLUMNS)
+    quoted = ", ".join(f'"{c}"' for c in COLUMNS)
+    event_columns = ", ".join(f'"{c.name}"' for c in run_events.columns)
+    return text(
+        f"WITH inserted AS ("
+        f" INSERT INTO runs ({quoted}) SELECT * FROM unnest({arrays})"
+        f" ON CONFLICT (namespace, idempotency_key) DO NOTHING"
+        f" RETURNING id, version, state, attempt, created_at"
+        f"), events AS ("
+        f" INSERT INTO run_events ({event_columns})"
+        f" SELECT id, version, state, attempt, created_at, '' FROM inserted"
+        f") SELECT id FROM inserted"
+    )
+
+
+INSERT_JOBS = _statement()
+
+
+def columns_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The statement's parameters: one list per column, in row order."""
+    return {c: [r[c] for r in rows] for c in COLUMNS}
+
+
+def _save_statement(mutable: Sequence[str]) -> TextClause:
+    """UPDATE the changed jobs (guarded by their old version) and insert their events.
+
+    Parameters: `b_id` and `b_version` (the row before), one array per mutable
+    column, and `e_<column>` arrays for the run_events rows (may be empty).
+    """
+    guard = {"b_id": "text[]", "b_version": "bigint[]"}
+    arrays = [f"CAST(:{name} AS {t})" for name, t in guard.items()] + [
+        f"CAST(:{c} AS {_pg_array_type(runs.c[c].type)})" for c in mutable
+    ]
+    aliases = ", ".join([*guard, *(f'"{c}"' for c in mutable)])
+    sets = ", ".join(f'"{c}" = changes."{c}"' for c in mutable)
+    events = ", ".join(f"CAST(:e_{c.name} AS {_pg_array_type(c.type)})" for c in run_events.columns)
+    event_columns = ", ".join(f'"{c.name}"' for c in run_events.columns)
+    return text(
+        f"WITH changes AS ("
+        f" SELECT * FROM unnest({', '.join(arrays)}) AS changes({aliases})"
+        f"), updated AS ("
+        f" UPDATE runs SET {sets} FROM changes"
+        f" WHERE runs.id = changes.b_id AND runs.version = changes.b_version"
+        f") INSERT INTO run_events ({event_columns}) SELECT * FROM unnest({events})"
+    )
+
+
+class SaveStatement:
+    """The PostgreSQL form of `RunsTx.save` for a given set of mutable columns."""
+
+    def __init__(self, mutable: Sequence[str]) -> None:
+        self.mutable = list(mutable)
+        self.statement = _save_statement(mutable)
+
+    def params(
+        self, updates: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]
+    ) -> dict[str, list[Any]]:
+        """One array per parameter. A job changed twice (an item repeated in one
+        call) is one row here, from its first version to its last: one UPDATE
+        statement changes a row at most once, whereas one UPDATE per change
+        applied them in turn."""
+        merged: dict[str, dict[str, Any]] = {}
+        for u in updates:
+            first = merged.get(u["b_id"])
+            merged[u["b_id"]] = u if first is None else {**u, "b_version": first["b_version"]}
+        rows = list(merged.values())
+        out = {name: [u[name] for u in rows] for name in ["b_id", "b_version", *self.mutable]}
+        for c in run_events.columns:
+            out[f"e_{c.name}"] = [e[c.name] for e in events]
+        return out
