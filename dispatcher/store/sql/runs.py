@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import String, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -74,6 +74,14 @@ async def translate_errors() -> AsyncIterator[None]:
         raise DuplicateKey() from exc
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         raise Unavailable("the database is unavailable") from exc
+
+
+def _id_in(dialect: str, ids: Sequence[str]) -> Any:
+    """`runs.id IN ids`. On PostgreSQL the ids go as one array parameter, so the
+    statement text, and asyncpg's prepared statement, is the same for any count."""
+    if dialect == "postgresql":
+        return runs.c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(String)))
+    return runs.c.id.in_(list(ids))
 
 
 def job_to_row(job: Job) -> dict[str, Any]:
@@ -247,7 +255,7 @@ class RunsTx:
         ids = list(set(ids))
         if not ids:
             return {}
-        stmt = select(runs).where(runs.c.id.in_(ids)).with_for_update()
+        stmt = select(runs).where(_id_in(self.conn.dialect.name, ids)).with_for_update()
         rows = (await self.conn.execute(stmt)).all()
         return {r.id: row_to_job(r) for r in rows}
 
@@ -370,7 +378,8 @@ class RunStore:
         if not ids:
             return {}
         async with translate_errors(), self.engine.connect() as conn:
-            rows = (await conn.execute(select(runs).where(runs.c.id.in_(list(ids))))).all()
+            stmt = select(runs).where(_id_in(conn.dialect.name, ids))
+            rows = (await conn.execute(stmt)).all()
         return {r.id: row_to_job(r) for r in rows}
 
     async def events_after(self, versions: dict[str, int]) -> list[Transition]:
