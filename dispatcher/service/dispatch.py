@@ -477,10 +477,11 @@ class Dispatcher:
             expired += await dependencies.propagate(tx, expired, now)
             await tx.save(changes + expired)
         stale += [c.after for c in expired]
-        for c in changes:
+        if changes:
             a = telemetry.attrs(ns, queue)
-            telemetry.jobs_leased.add(1, a)
-            telemetry.enqueue_to_start.record(max(0, now - c.before.run_at_ms) / 1000, a)
+            telemetry.jobs_leased.add(len(changes), a)
+            for c in changes:
+                telemetry.enqueue_to_start.record(max(0, now - c.before.run_at_ms) / 1000, a)
         missing = [i for i in picked if i not in rows]
         fix = stale + [c.after for c in changes if c.after.lease_expires_ms != provisional]
         await self._index_after_commit(self.index.place(fix, notices(changes + expired)))

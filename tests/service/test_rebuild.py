@@ -87,6 +87,23 @@ async def test_the_reconciler_puts_back_a_job_whose_index_write_was_lost(
     assert (await replica.reconciler.check_page()).repaired == 0
 
 
+async def test_membership_places_each_job_of_a_mixed_page_in_its_own_queue_and_index(
+    replica: Components, clock: FakeClock
+) -> None:
+    ready_a = (await replica.dispatcher.enqueue("", spec(queue="a"))).job
+    later_b = (await replica.dispatcher.enqueue("", spec(queue="b", delay_ms=60_000))).job
+    leased_b = (await replica.dispatcher.enqueue("", spec(queue="b"))).job
+    ready_a2 = (await replica.dispatcher.enqueue("", spec(queue="a", priority=Priority.HIGH))).job
+    (g,) = await lease(replica, queues=["b"])
+    assert g.job.id == leased_b.id
+    await replica.index.forget("default", "a", [ready_a2.id])
+    jobs = [ready_a, later_b, g.job, ready_a2]
+    found = await replica.index.membership(jobs)
+    assert [where for where, _ in found] == ["r", "s", "l", "-"]
+    assert found[1][1] == later_b.run_at_ms
+    assert (await replica.reconciler.check_page()).repaired == 1
+
+
 async def test_the_reconciler_leaves_a_lease_in_progress_alone(
     replica: Components, clock: FakeClock
 ) -> None:

@@ -288,19 +288,25 @@ class RedisIndex:
 
     async def membership(self, jobs: Sequence[Job]) -> list[tuple[str, int | None]]:
         """For each job, where the index has it ("r", "s", "l" or "-") and with which score."""
+        # One ZMSCORE per queue and index (ready, scheduled, leased), not one ZSCORE
+        # per job and index: a page of 1,000 jobs is a few commands, not 3,000.
+        by_queue: dict[tuple[str, str], list[int]] = {}
+        for i, j in enumerate(jobs):
+            by_queue.setdefault((j.namespace, j.queue), []).append(i)
+        scores: list[list[float | None]] = [[None, None, None] for _ in jobs]
         async with translate_errors():
             pipe = self.client.pipeline(transaction=False)
-            for j in jobs:
-                for key in self._queue_keys(j.namespace, j.queue)[:3]:
-                    pipe.zscore(key, j.id)
-            replies = await pipe.execute()
+            for (ns, queue), members in by_queue.items():
+                for key in self._queue_keys(ns, queue)[:3]:
+                    pipe.zmscore(key, [jobs[i].id for i in members])
+            replies = iter(await pipe.execute())
+        for members in by_queue.values():
+            for where in range(3):
+                for i, score in zip(members, next(replies), strict=True):
+                    scores[i][where] = score
         out: list[tuple[str, int | None]] = []
         for i in range(len(jobs)):
-            found = [
-                (w, s)
-                for w, s in zip("rsl", replies[3 * i : 3 * i + 3], strict=True)
-                if s is not None
-            ]
+            found = [(w, s) for w, s in zip("rsl", scores[i], strict=True) if s is not None]
             out.append(
                 (found[0][0], int(found[0][1]))
                 if len(found) == 1

@@ -31,6 +31,7 @@ from dispatcher.domain.models import (
     RetryPolicy,
     TerminalReason,
     Transition,
+    job_from_columns,
 )
 from dispatcher.store.sql import pg_bulk
 from dispatcher.store.sql.engine import is_sqlite
@@ -129,18 +130,23 @@ def job_to_row(job: Job) -> dict[str, Any]:
     }
 
 
+_PRIORITIES = {p.value: p for p in Priority}  # a dict lookup is cheaper than Enum(value)
+_STATES = {s.value: s for s in JobState}
+_REASONS = {r.value: r for r in TerminalReason}
+
+
 def row_to_job(r: Row[Any]) -> Job:
     m = r._mapping
-    return Job(
+    return job_from_columns(
         id=m["id"],
         namespace=m["namespace"],
         queue=m["queue"],
         type=m["type"],
         payload=bytes(m["payload"]),
         content_type=m["content_type"],
-        priority=Priority(m["priority"]),
+        priority=_PRIORITIES[m["priority"]],
         metadata=_json(m["metadata"], dict),
-        state=JobState(m["state"]),
+        state=_STATES[m["state"]],
         attempt=m["attempt"],
         max_attempts=m["max_attempts"],
         retry_policy=RetryPolicy(
@@ -164,13 +170,14 @@ def row_to_job(r: Row[Any]) -> Job:
         trace_context=_json(m["trace_context"], dict),
         callback_url=m["callback_url"],
         cancel_requested=bool(m["cancel_requested"]),
-        terminal_reason=TerminalReason(m["terminal_reason"]),
+        terminal_reason=_REASONS[m["terminal_reason"]],
         start_deadline_ms=m["start_deadline_at"],
         max_run_ms=m["max_run_ms"],
         has_dependents=bool(m["has_dependents"]),
         depends_on=_json(m["depends_on"], list),
         concurrency_key=m["concurrency_key"],
         lease_principal=m["lease_principal"],
+        wait_reason="",
     )
 
 
