@@ -36,19 +36,24 @@ def _pg_array_type(sql_type: TypeEngine[Any]) -> str:
 
 
 COLUMNS = [c.name for c in runs.columns]
+EVENT_COLUMNS = ", ".join(f'"{c.name}"' for c in run_events.columns)
+
+
+def _array(param: str, sql_type: TypeEngine[Any]) -> str:
+    """A bound list, cast to the PostgreSQL array type of a column."""
+    return f"CAST(:{param} AS {_pg_array_type(sql_type)})"
 
 
 def _statement() -> TextClause:
-    arrays = ", ".join(f"CAST(:{c} AS {_pg_array_type(runs.c[c].type)})" for c in COLUMNS)
+    arrays = ", ".join(_array(c, runs.c[c].type) for c in COLUMNS)
     quoted = ", ".join(f'"{c}"' for c in COLUMNS)
-    event_columns = ", ".join(f'"{c.name}"' for c in run_events.columns)
     return text(
         f"WITH inserted AS ("
         f" INSERT INTO runs ({quoted}) SELECT * FROM unnest({arrays})"
         f" ON CONFLICT (namespace, idempotency_key) DO NOTHING"
         f" RETURNING id, version, state, attempt, created_at"
         f"), events AS ("
-        f" INSERT INTO run_events ({event_columns})"
+        f" INSERT INTO run_events ({EVENT_COLUMNS})"
         f" SELECT id, version, state, attempt, created_at, '' FROM inserted"
         f") SELECT id FROM inserted"
     )
@@ -69,20 +74,18 @@ def _save_statement(mutable: Sequence[str]) -> TextClause:
     column, and `e_<column>` arrays for the run_events rows (may be empty).
     """
     guard = {"b_id": "text[]", "b_version": "bigint[]"}
-    arrays = [f"CAST(:{name} AS {t})" for name, t in guard.items()] + [
-        f"CAST(:{c} AS {_pg_array_type(runs.c[c].type)})" for c in mutable
-    ]
+    arrays = [f"CAST(:{name} AS {t})" for name, t in guard.items()]
+    arrays += [_array(c, runs.c[c].type) for c in mutable]
     aliases = ", ".join([*guard, *(f'"{c}"' for c in mutable)])
     sets = ", ".join(f'"{c}" = changes."{c}"' for c in mutable)
-    events = ", ".join(f"CAST(:e_{c.name} AS {_pg_array_type(c.type)})" for c in run_events.columns)
-    event_columns = ", ".join(f'"{c.name}"' for c in run_events.columns)
+    events = ", ".join(_array(f"e_{c.name}", c.type) for c in run_events.columns)
     return text(
         f"WITH changes AS ("
         f" SELECT * FROM unnest({', '.join(arrays)}) AS changes({aliases})"
         f"), updated AS ("
         f" UPDATE runs SET {sets} FROM changes"
         f" WHERE runs.id = changes.b_id AND runs.version = changes.b_version"
-        f") INSERT INTO run_events ({event_columns}) SELECT * FROM unnest({events})"
+        f") INSERT INTO run_events ({EVENT_COLUMNS}) SELECT * FROM unnest({events})"
     )
 
 
