@@ -1,6 +1,6 @@
 """Side-by-side benchmark: our dispatcher against peer job queues on the same Redis.
 
-    python -m bench.run                      # everything (15-20 minutes on 2 cores)
+    python -m bench.run                      # everything (8-20 minutes on 2 cores)
     python -m bench.run --quick              # small N: a smoke test of the harness
     python -m bench.run --only 'rq-*,dispatcher-embedded' --skip rq-fork
 
