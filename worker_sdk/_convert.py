@@ -71,8 +71,13 @@ def timestamp(t: datetime) -> Timestamp:
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_PROGRESS = Progress()
+
+
 def from_timestamp(t: Timestamp, present: bool) -> datetime | None:
-    return t.ToDatetime(tzinfo=UTC) if present else None
+    # What Timestamp.ToDatetime(tzinfo=UTC) computes, at half its cost.
+    return _EPOCH + timedelta(seconds=t.seconds, microseconds=t.nanos // 1000) if present else None
 
 
 def job_spec(r: JobRequest, idempotency_key: str) -> jpb.JobSpec:
@@ -121,7 +126,12 @@ def _apply_backoff(b: Backoff, out: jpb.RetryPolicy) -> None:
 
 
 def job(j: jpb.Job) -> Job:
-    """The SDK's Job of a proto Job."""
+    """The SDK's Job of a proto Job.
+
+    Built for the worker's hot path (every leased job passes here): empty maps
+    and a zero progress, by far the most common, cost no conversion.
+    """
+    progress = j.progress
     return Job(
         id=j.id,
         namespace=j.namespace,
@@ -131,10 +141,12 @@ def job(j: jpb.Job) -> Job:
         payload=j.payload,
         content_type=j.content_type,
         priority=PRIORITY_FROM_PROTO.get(j.priority, Priority.DEFAULT),
-        metadata=dict(j.metadata),
+        metadata=dict(j.metadata) if j.metadata else {},
         attempt=j.attempt,
         max_attempts=j.max_attempts,
-        progress=Progress(j.progress.percent, j.progress.message),
+        progress=Progress(progress.percent, progress.message)
+        if progress.percent or progress.message
+        else _NO_PROGRESS,
         created_at=from_timestamp(j.create_time, j.HasField("create_time")),
         started_at=from_timestamp(j.start_time, j.HasField("start_time")),
         finished_at=from_timestamp(j.finish_time, j.HasField("finish_time")),
@@ -145,13 +157,17 @@ def job(j: jpb.Job) -> Job:
         lease_holder=j.lease_holder,
         version=j.version,
         idempotency_key=j.idempotency_key,
-        trace_context=dict(j.trace_context),
+        trace_context=dict(j.trace_context) if j.trace_context else {},
         cancel_requested=j.cancel_requested,
         terminal_reason=REASON_FROM_PROTO.get(j.terminal_reason, TerminalReason.NONE),
         wait_reason=j.wait_reason,
         depends_on=tuple(j.depends_on),
         concurrency_key=j.concurrency_key,
-        lease_duration=j.lease_duration.ToTimedelta() if j.HasField("lease_duration") else None,
+        lease_duration=timedelta(
+            seconds=j.lease_duration.seconds, microseconds=j.lease_duration.nanos // 1000
+        )
+        if j.HasField("lease_duration")
+        else None,
     )
 
 

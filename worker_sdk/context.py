@@ -35,7 +35,9 @@ class JobContext:
         self.worker_id = worker_id
         self._progress: Progress | None = None
         self._lock = threading.Lock()  # plain handlers report from their own thread
-        self._cancelled = threading.Event()
+        # A plain flag, not a threading.Event: nothing waits on it, handlers in
+        # threads only read it, and an Event costs a Condition per job.
+        self._cancelled = False
 
     @property
     def id(self) -> str:
@@ -62,7 +64,7 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """True once the result of this attempt will not be used (cancelled or lease lost)."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def _take_progress(self) -> Progress | None:
         with self._lock:
@@ -70,4 +72,4 @@ class JobContext:
             return progress
 
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True

@@ -6,6 +6,7 @@ proto value except *_UNSPECIFIED maps both ways.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -140,8 +141,15 @@ def to_proto_retry(p: m.RetryPolicy) -> jpb.RetryPolicy:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _shared_retry(p: m.RetryPolicy) -> jpb.RetryPolicy:
+    """Jobs share a handful of retry policies: build each message once. Never
+    mutated: a message given to a constructor is copied into the new one."""
+    return to_proto_retry(p)
+
+
 def to_proto_job(j: m.Job) -> jpb.Job:
-    return jpb.Job(
+    msg = jpb.Job(
         id=j.id,
         namespace=j.namespace,
         queue=j.queue,
@@ -149,11 +157,10 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         payload=j.payload,
         content_type=j.content_type,
         priority=PRIORITY_TO_PROTO[j.priority],  # type: ignore[arg-type]
-        metadata=j.metadata,
         state=STATE_TO_PROTO[j.state],  # type: ignore[arg-type]
         attempt=j.attempt,
         max_attempts=j.max_attempts,
-        retry_policy=to_proto_retry(j.retry_policy),
+        retry_policy=_shared_retry(j.retry_policy),
         lease_duration=_dur(j.lease_duration_ms),
         progress=jpb.Progress(percent=j.progress_percent, message=j.progress_message),
         create_time=_ts(j.created_ms),
@@ -168,16 +175,23 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         lease_holder=j.lease_holder if j.state is m.JobState.LEASED else "",
         version=j.version,
         idempotency_key=j.idempotency_key or "",
-        trace_context=j.trace_context,
         callback_url=j.callback_url,
         cancel_requested=j.cancel_requested,
         terminal_reason=REASON_TO_PROTO[j.terminal_reason],  # type: ignore[arg-type]
         start_deadline_time=_ts(j.start_deadline_ms),
         max_run_time=_dur(j.max_run_ms) if j.max_run_ms is not None else None,
-        depends_on=j.depends_on,
         wait_reason=j.wait_reason,
         concurrency_key=j.concurrency_key,
     )
+    # Filled only when non-empty: a map field given even an empty dict goes
+    # through MutableMapping.update, which costs more than several fields.
+    if j.metadata:
+        msg.metadata.update(j.metadata)
+    if j.trace_context:
+        msg.trace_context.update(j.trace_context)
+    if j.depends_on:
+        msg.depends_on.extend(j.depends_on)
+    return msg
 
 
 def to_proto_error(exc: DispatchError) -> jpb.ItemError:

@@ -8,6 +8,7 @@ infrastructure errors leave this module as `Unavailable`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -15,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import String, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -140,48 +140,77 @@ _STATES = {s.value: s for s in JobState}
 _REASONS = {r.value: r for r in TerminalReason}
 
 
-def row_to_job(r: Row[Any]) -> Job:
-    m = r._mapping
+# The columns of `select(runs)`, in the table's order: `row_to_job` unpacks a
+# row by position, because a lookup by name per column cost more than all the
+# rest of the decoding. tests/unit/test_runs_rows.py holds this to the table.
+ROW_COLUMNS = (
+    "id", "namespace", "queue", "type", "payload", "content_type", "priority", "metadata",
+    "state", "attempt", "max_attempts", "retry_initial_ms", "retry_max_ms",
+    "retry_multiplier", "retry_jitter", "lease_duration_ms", "created_at", "run_at",
+    "version", "idempotency_key", "progress_percent", "progress_message", "started_at",
+    "finished_at", "last_error", "result", "result_content_type", "lease_holder",
+    "lease_token", "lease_expires_at", "trace_context", "callback_url", "cancel_requested",
+    "terminal_reason", "start_deadline_at", "max_run_ms", "has_dependents", "depends_on",
+    "concurrency_key", "lease_principal",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _retry_policy(initial_ms: int, max_ms: int, multiplier: float, jitter: float) -> RetryPolicy:
+    """Jobs share a handful of retry policies, and a frozen one can be shared."""
+    return RetryPolicy(initial_ms, max_ms, multiplier, jitter)
+
+
+def row_to_job(r: Sequence[Any]) -> Job:
+    """The Job of a `select(runs)` row (columns in ROW_COLUMNS order)."""
+    (
+        id_, namespace, queue, type_, payload, content_type, priority, metadata,
+        state, attempt, max_attempts, retry_initial_ms, retry_max_ms,
+        retry_multiplier, retry_jitter, lease_duration_ms, created_at, run_at,
+        version, idempotency_key, progress_percent, progress_message, started_at,
+        finished_at, last_error, result, result_content_type, lease_holder,
+        lease_token, lease_expires_at, trace_context, callback_url, cancel_requested,
+        terminal_reason, start_deadline_at, max_run_ms, has_dependents, depends_on,
+        concurrency_key, lease_principal,
+    ) = r  # fmt: skip
     return job_from_columns(
-        id=m["id"],
-        namespace=m["namespace"],
-        queue=m["queue"],
-        type=m["type"],
-        payload=bytes(m["payload"]),
-        content_type=m["content_type"],
-        priority=_PRIORITIES[m["priority"]],
-        metadata=_json(m["metadata"], dict),
-        state=_STATES[m["state"]],
-        attempt=m["attempt"],
-        max_attempts=m["max_attempts"],
-        retry_policy=RetryPolicy(
-            m["retry_initial_ms"], m["retry_max_ms"], m["retry_multiplier"], m["retry_jitter"]
-        ),
-        lease_duration_ms=m["lease_duration_ms"],
-        created_ms=m["created_at"],
-        run_at_ms=m["run_at"],
-        version=m["version"],
-        idempotency_key=m["idempotency_key"],
-        progress_percent=m["progress_percent"],
-        progress_message=m["progress_message"],
-        started_ms=m["started_at"],
-        finished_ms=m["finished_at"],
-        last_error=m["last_error"],
-        result=bytes(m["result"]),
-        result_content_type=m["result_content_type"],
-        lease_holder=m["lease_holder"],
-        lease_token=m["lease_token"],
-        lease_expires_ms=m["lease_expires_at"],
-        trace_context=_json(m["trace_context"], dict),
-        callback_url=m["callback_url"],
-        cancel_requested=bool(m["cancel_requested"]),
-        terminal_reason=_REASONS[m["terminal_reason"]],
-        start_deadline_ms=m["start_deadline_at"],
-        max_run_ms=m["max_run_ms"],
-        has_dependents=bool(m["has_dependents"]),
-        depends_on=_json(m["depends_on"], list),
-        concurrency_key=m["concurrency_key"],
-        lease_principal=m["lease_principal"],
+        id=id_,
+        namespace=namespace,
+        queue=queue,
+        type=type_,
+        payload=bytes(payload),
+        content_type=content_type,
+        priority=_PRIORITIES[priority],
+        metadata=_json(metadata, dict),
+        state=_STATES[state],
+        attempt=attempt,
+        max_attempts=max_attempts,
+        retry_policy=_retry_policy(retry_initial_ms, retry_max_ms, retry_multiplier, retry_jitter),
+        lease_duration_ms=lease_duration_ms,
+        created_ms=created_at,
+        run_at_ms=run_at,
+        version=version,
+        idempotency_key=idempotency_key,
+        progress_percent=progress_percent,
+        progress_message=progress_message,
+        started_ms=started_at,
+        finished_ms=finished_at,
+        last_error=last_error,
+        result=bytes(result),
+        result_content_type=result_content_type,
+        lease_holder=lease_holder,
+        lease_token=lease_token,
+        lease_expires_ms=lease_expires_at,
+        trace_context=_json(trace_context, dict),
+        callback_url=callback_url,
+        cancel_requested=bool(cancel_requested),
+        terminal_reason=_REASONS[terminal_reason],
+        start_deadline_ms=start_deadline_at,
+        max_run_ms=max_run_ms,
+        has_dependents=bool(has_dependents),
+        depends_on=_json(depends_on, list),
+        concurrency_key=concurrency_key,
+        lease_principal=lease_principal,
         wait_reason="",
     )
 
