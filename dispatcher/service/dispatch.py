@@ -57,7 +57,7 @@ from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
-from dispatcher.store.sql.runs import DuplicateKey, RunStore, RunsTx
+from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, RunsTx
 
 logger = logging.getLogger(__name__)
 
@@ -564,12 +564,45 @@ class Dispatcher:
             after = transitions.ack(job, item, now)
             return after, Settled(item.token, after.state)
 
-        results, changes = await self._settle(ns, items, check, apply)
+        held = await self._ack_held(ns, items, check)
+        settled = {i: Settled(items[i].token, job.state) for i, job in held.items()}
+        results, changes = await self._settle(ns, items, check, apply, settled)
+        acked = list(held.values())
         await self._index_after_commit(
-            self.index.place([c.after for c in changes], notices(changes))
+            self.index.place(
+                [c.after for c in changes] + acked,
+                notices(changes) + [(j.id, j.namespace, j.queue, j.version) for j in acked],
+            )
         )
         record_outcomes(changes, telemetry.jobs_acked)
+        record_acks_held(acked)
         return results
+
+    async def _ack_held(
+        self, ns: str, items: Sequence[AckItem], check: Callable[[int, AckItem], None]
+    ) -> dict[int, Job]:
+        """Ack in one statement the items whose lease is plainly held (see
+        `RunStore.ack_held`); return the acked jobs by item index. The rest, and
+        any item whose job id repeats in the call, are left to `_settle`."""
+        if not self.runs.acks_in_one_statement:
+            return {}
+        by_job: dict[str, int | None] = {}
+        for i, item in enumerate(items):
+            try:
+                check(i, item)
+                job_id = ids.job_id_of_token(item.token, f"items[{i}].lease_token")
+            except InvalidArgument:
+                continue  # `_settle` reports it
+            by_job[job_id] = None if job_id in by_job else i
+        plain = {job_id: i for job_id, i in by_job.items() if i is not None}
+        if not plain:
+            return {}
+        acks = [
+            AckHeld(job_id, items[i].token, items[i].result, items[i].result_content_type)
+            for job_id, i in plain.items()
+        ]
+        acked = await self.runs.ack_held(ns, acks, self.clock.now_ms(), auth.principal_id())
+        return {plain[job_id]: job for job_id, job in acked.items()}
 
     async def nack(self, namespace: str, items: Sequence[NackItem]) -> list[Outcome[Settled]]:
         ns = validation.namespace(namespace)
@@ -606,17 +639,26 @@ class Dispatcher:
         items: Sequence[T_Item],
         check: Callable[[int, T_Item], None],
         apply: Callable[[Job, T_Item, int], tuple[Job, R]],
+        settled: dict[int, R] | None = None,
     ) -> tuple[list[Outcome[R]], list[JobChange]]:
-        """Shared shape of Heartbeat, Ack and Nack: validate, lock, decide, commit."""
+        """Shared shape of Heartbeat, Ack and Nack: validate, lock, decide, commit.
+
+        Items already `settled` (by index) are answered as given and not touched.
+        """
         results: list[Outcome[R] | None] = [None] * len(items)
         wanted: dict[int, str] = {}
         for i, item in enumerate(items):
+            if settled and i in settled:
+                results[i] = settled[i]
+                continue
             try:
                 check(i, item)
                 wanted[i] = ids.job_id_of_token(item.token, f"items[{i}].lease_token")
             except InvalidArgument as exc:
                 results[i] = exc
         changes: list[JobChange] = []
+        if not wanted:
+            return one_or_many([r for r in results if r is not None]), changes
         async with self.runs.transaction() as tx:
             now = self.clock.now_ms()
             current = await tx.lock(wanted.values())
@@ -660,6 +702,15 @@ def record_outcomes(changes: Sequence[JobChange], counter: Any) -> None:
             telemetry.run_time.record(max(0, c.at_ms - c.before.started_ms) / 1000, a)
         if c.after.state is JobState.DEAD_LETTERED:
             telemetry.jobs_dead_lettered.add(1, a)
+
+
+def record_acks_held(jobs: Sequence[Job]) -> None:
+    """`record_outcomes` for jobs acked in one statement (their start is unchanged)."""
+    for j in jobs:
+        a = telemetry.attrs(j.namespace, j.queue)
+        telemetry.jobs_acked.add(1, a)
+        if j.started_ms is not None and j.finished_ms is not None:
+            telemetry.run_time.record(max(0, j.finished_ms - j.started_ms) / 1000, a)
 
 
 def _may_touch_lease(job: Job) -> bool:

@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,6 +60,15 @@ _MUTABLE = (
     "terminal_reason",
     "lease_principal",
 )
+
+
+class AckHeld(NamedTuple):
+    """One Ack item for `RunStore.ack_held`."""
+
+    job_id: str
+    token: str
+    result: bytes
+    result_content_type: str
 
 
 class DuplicateKey(Exception):
@@ -409,6 +418,42 @@ class RunStore:
                 else:
                     async with self._write_lock, self.engine.begin() as conn:
                         yield RunsTx(conn)
+
+    @property
+    def acks_in_one_statement(self) -> bool:
+        """Whether `ack_held` can ack (PostgreSQL); elsewhere it acks nothing."""
+        return self.engine.dialect.name == "postgresql"
+
+    async def ack_held(
+        self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
+    ) -> dict[str, Job]:
+        """Ack, in one statement and its own transaction, each job whose lease is
+        still held under the given token; return the acked jobs by id.
+
+        Only the plain case is taken: a job that is not held, is cancelled, has
+        dependents or a callback URL is left as it is, for the caller to settle
+        in a transaction (see `pg_bulk.ACK_HELD`). Each job id at most once.
+        """
+        if not acks or not self.acks_in_one_statement:
+            return {}
+        params = {
+            "ids": [a.job_id for a in acks],
+            "tokens": [a.token for a in acks],
+            "results": [a.result for a in acks],
+            "result_types": [a.result_content_type for a in acks],
+            "namespace": namespace,
+            "now": now_ms,
+            "principal": principal,
+            "leased": JobState.LEASED.value,
+            "succeeded": JobState.SUCCEEDED.value,
+            "succeeded_reason": TerminalReason.SUCCEEDED.value,
+        }
+        with telemetry.span("sql.ack_held"):
+            async with translate_errors(), self.engine.connect() as conn:
+                # One statement is its own transaction: no BEGIN and COMMIT trips.
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                rows = (await conn.execute(pg_bulk.ACK_HELD, params)).all()
+        return {r[0]: row_to_job(r) for r in rows}
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:
