@@ -4,12 +4,16 @@ settle, and leave every other item to the general path, answered in order."""
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy import text
+
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain import auth, transitions
 from dispatcher.domain.auth import Principal
 from dispatcher.domain.errors import InvalidArgument, LeaseExpired
 from dispatcher.domain.models import AckItem, HeartbeatItem, JobState, Settled, Transition
+from dispatcher.store.sql.pg_bulk import ACK_HELD
 from dispatcher.store.sql.runs import AckHeld
 from tests.service.helpers import lease, spec
 
@@ -114,3 +118,34 @@ async def test_an_ack_call_mixing_held_stale_repeated_and_malformed_tokens_answe
     assert (done_twice.state, done_twice.result) == (JobState.SUCCEEDED, b"first")
     after_stale = await replica.runs.get(stale.job.id)
     assert after_stale is not None and after_stale.state is JobState.LEASED
+
+
+async def test_the_one_statement_ack_reaches_rows_by_primary_key_only(
+    replica: Components, clock: FakeClock
+) -> None:
+    """Not through the state index, which would visit every leased row (see ACK_HELD)."""
+    if not replica.runs.acks_in_one_statement:
+        pytest.skip("the one-statement ack exists on PostgreSQL only")
+    for _ in range(20):  # enough rows that reading them all costs more than an index
+        await replica.dispatcher.enqueue_batch("", [spec() for _ in range(100)])
+    granted = await lease(replica, n=20)
+    async with replica.runs.engine.connect() as conn:
+        await conn.execute(text("ANALYZE runs"))  # the planner sees 20 leased rows of 2,000
+    params = {
+        "ids": [g.job.id for g in granted],
+        "tokens": [g.token for g in granted],
+        "results": [b""] * 20,
+        "result_types": [""] * 20,
+        "namespace": granted[0].job.namespace,
+        "now": clock.now_ms(),
+        "principal": "",
+        "leased": "leased",
+        "succeeded": "succeeded",
+        "succeeded_reason": "succeeded",
+    }
+    async with replica.runs.engine.begin() as conn:
+        plan = (await conn.execute(text("EXPLAIN " + ACK_HELD.text), params)).scalars().all()
+        await conn.rollback()
+    plan_text = "\n".join(plan)
+    assert "runs_pkey" in plan_text
+    assert "ix_runs_state_queue" not in plan_text

@@ -124,6 +124,12 @@ def _ack_statement() -> TextClause:
     left out: their ack does more (wake dependents, queue a webhook), which the
     general path does. tests/service/test_ack_in_one_statement.py holds the
     result to `transitions.ack`. Returns the acked rows, after the change.
+
+    The rows are found by primary key only. The namespace and state tests are
+    written as expressions no index covers (`|| ''`) on purpose: otherwise the
+    planner may take ix_runs_state_queue (state first) and visit every leased
+    row, and every dead index entry a past lease left, which it does when the
+    statistics are stale, as they are on a table that just filled.
     """
     acks = ", ".join(
         _array(name, runs.c[column].type)
@@ -143,8 +149,9 @@ def _ack_statement() -> TextClause:
         f" result = acks.result, result_content_type = acks.result_content_type,"
         f" lease_expires_at = NULL, progress_percent = 100.0"
         f" FROM acks"
-        f" WHERE runs.id = acks.id AND runs.namespace = :namespace"
-        f" AND runs.state = :leased AND runs.lease_token = acks.token"
+        f" WHERE runs.id = ANY({_array('ids', runs.c.id.type)}) AND runs.id = acks.id"
+        f" AND (runs.namespace || '') = :namespace AND (runs.state || '') = :leased"
+        f" AND runs.lease_token = acks.token"
         f" AND runs.lease_expires_at > CAST(:now AS bigint)"
         f" AND NOT runs.cancel_requested AND NOT runs.has_dependents"
         f" AND runs.callback_url = ''"
