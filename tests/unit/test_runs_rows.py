@@ -7,13 +7,14 @@ from sqlalchemy import create_engine, select
 
 from dispatcher.api.convert import to_proto_job
 from dispatcher.domain.models import Job, JobState, Priority, RetryPolicy, TerminalReason
-from dispatcher.store.sql.runs import ROW_COLUMNS, job_to_row, row_to_job
+from dispatcher.store.sql.runs import job_to_row, row_to_job
 from dispatcher.store.sql.tables import metadata, runs
 
 
 def _job_with_every_field_distinct() -> Job:
-    # Each integer, string and bytes value differs from every other of its type,
-    # so that two columns swapped in ROW_COLUMNS give a different Job.
+    # Every column's value differs from every other's (as Python compares them:
+    # True == 1, so no 0 or 1 besides the booleans), so that two names swapped
+    # in row_to_job's unpacking give a different Job.
     return Job(
         id="01JROWTEST0000000000000001",
         namespace="ns-a",
@@ -21,7 +22,7 @@ def _job_with_every_field_distinct() -> Job:
         type="type-c",
         payload=b"payload-d",
         content_type="application/e",
-        priority=Priority.HIGH,
+        priority=Priority.LOW,
         metadata={"m": "1"},
         state=JobState.LEASED,
         attempt=2,
@@ -49,14 +50,17 @@ def _job_with_every_field_distinct() -> Job:
         start_deadline_ms=1_000_012,
         max_run_ms=1_000_013,
         depends_on=["01JROWTEST0000000000000000"],
-        has_dependents=True,
+        has_dependents=False,
         concurrency_key="ckey-n",
         lease_principal="principal-o",
     )
 
 
-def test_row_columns_name_the_runs_tables_columns_in_the_tables_order() -> None:
-    assert ROW_COLUMNS == tuple(runs.columns.keys())
+def test_no_two_columns_of_the_sample_job_hold_equal_values() -> None:
+    values = list(job_to_row(_job_with_every_field_distinct()).values())
+    assert len(values) == len(runs.columns)
+    equal = [(a, b) for i, a in enumerate(values) for b in values[i + 1 :] if a == b]
+    assert equal == []
 
 
 def test_a_job_read_back_from_its_row_equals_the_job_written() -> None:

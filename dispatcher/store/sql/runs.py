@@ -149,21 +149,6 @@ _STATES = {s.value: s for s in JobState}
 _REASONS = {r.value: r for r in TerminalReason}
 
 
-# The columns of `select(runs)`, in the table's order: `row_to_job` unpacks a
-# row by position, because a lookup by name per column cost more than all the
-# rest of the decoding. tests/unit/test_runs_rows.py holds this to the table.
-ROW_COLUMNS = (
-    "id", "namespace", "queue", "type", "payload", "content_type", "priority", "metadata",
-    "state", "attempt", "max_attempts", "retry_initial_ms", "retry_max_ms",
-    "retry_multiplier", "retry_jitter", "lease_duration_ms", "created_at", "run_at",
-    "version", "idempotency_key", "progress_percent", "progress_message", "started_at",
-    "finished_at", "last_error", "result", "result_content_type", "lease_holder",
-    "lease_token", "lease_expires_at", "trace_context", "callback_url", "cancel_requested",
-    "terminal_reason", "start_deadline_at", "max_run_ms", "has_dependents", "depends_on",
-    "concurrency_key", "lease_principal",
-)  # fmt: skip
-
-
 @functools.lru_cache(maxsize=256)
 def _retry_policy(initial_ms: int, max_ms: int, multiplier: float, jitter: float) -> RetryPolicy:
     """Jobs share a handful of retry policies, and a frozen one can be shared."""
@@ -171,7 +156,10 @@ def _retry_policy(initial_ms: int, max_ms: int, multiplier: float, jitter: float
 
 
 def row_to_job(r: Sequence[Any]) -> Job:
-    """The Job of a `select(runs)` row (columns in ROW_COLUMNS order)."""
+    """The Job of a `select(runs)` row, unpacked by position in the table's
+    column order: a lookup by name per column cost more than all the rest of
+    the decoding. tests/unit/test_runs_rows.py round-trips a job whose columns
+    all differ, so a misplaced name here fails it."""
     (
         id_, namespace, queue, type_, payload, content_type, priority, metadata,
         state, attempt, max_attempts, retry_initial_ms, retry_max_ms,
