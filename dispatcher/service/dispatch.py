@@ -696,21 +696,22 @@ R = TypeVar("R", Extended, Settled)
 def record_outcomes(changes: Sequence[JobChange], counter: Any) -> None:
     """Count settled attempts, their run time, and the ones that dead-lettered."""
     for c in changes:
-        a = telemetry.attrs(c.after.namespace, c.after.queue)
-        counter.add(1, a)
-        if c.before.started_ms is not None:
-            telemetry.run_time.record(max(0, c.at_ms - c.before.started_ms) / 1000, a)
-        if c.after.state is JobState.DEAD_LETTERED:
-            telemetry.jobs_dead_lettered.add(1, a)
+        _record_outcome(counter, c.after, c.before.started_ms, c.at_ms)
 
 
 def record_acks_held(jobs: Sequence[Job]) -> None:
     """`record_outcomes` for jobs acked in one statement (their start is unchanged)."""
     for j in jobs:
-        a = telemetry.attrs(j.namespace, j.queue)
-        telemetry.jobs_acked.add(1, a)
-        if j.started_ms is not None and j.finished_ms is not None:
-            telemetry.run_time.record(max(0, j.finished_ms - j.started_ms) / 1000, a)
+        _record_outcome(telemetry.jobs_acked, j, j.started_ms, j.finished_ms)
+
+
+def _record_outcome(counter: Any, after: Job, started_ms: int | None, at_ms: int | None) -> None:
+    a = telemetry.attrs(after.namespace, after.queue)
+    counter.add(1, a)
+    if started_ms is not None and at_ms is not None:
+        telemetry.run_time.record(max(0, at_ms - started_ms) / 1000, a)
+    if after.state is JobState.DEAD_LETTERED:
+        telemetry.jobs_dead_lettered.add(1, a)
 
 
 def _may_touch_lease(job: Job) -> bool:
