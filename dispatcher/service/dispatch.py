@@ -453,12 +453,49 @@ class Dispatcher:
         picked = await self.index.lease(ns, queue, want, provisional, now)
         if not picked:
             return []
+        # The plain case, a QUEUED job, in one statement where the store can;
+        # whatever it leaves is decided in a transaction.
+        leased = await self.runs.lease_queued(
+            ns,
+            [(job_id, ids.new_lease_token(job_id)) for job_id in picked],
+            worker,
+            now,
+            duration or None,
+            auth.principal_id(),
+        )
+        rest = [job_id for job_id in picked if job_id not in leased]
+        changes, expired, stale = await self._lease_in_transaction(rest, worker, now, duration)
+        for c in changes:
+            leased[c.after.id] = c.after
+        granted = [leased[job_id] for job_id in picked if job_id in leased]  # Redis order
+        if granted:
+            a = telemetry.attrs(ns, queue)
+            telemetry.jobs_leased.add(len(granted), a)
+            for job in granted:
+                telemetry.enqueue_to_start.record(max(0, now - job.run_at_ms) / 1000, a)
+        found = set(leased) | {j.id for j in stale}
+        missing = [job_id for job_id in rest if job_id not in found]
+        fix = stale + [j for j in granted if j.lease_expires_ms != provisional]
+        news = notices(expired) + [(j.id, j.namespace, j.queue, j.version) for j in granted]
+        await self._index_after_commit(self.index.place(fix, news))
+        if missing:
+            await self._index_after_commit(self.index.forget(ns, queue, missing))
+        return [GrantedLease(j, j.lease_token, j.lease_expires_ms or 0) for j in granted]
+
+    async def _lease_in_transaction(
+        self, picked: list[str], worker: str, now: int, duration: int | None
+    ) -> tuple[list[JobChange], list[JobChange], list[Job]]:
+        """Lock and decide each picked job: lease it, dead-letter it past its start
+        deadline, or report it stale (no longer QUEUED). Returns (leased, expired,
+        stale); a picked id in none of them has no row."""
         changes: list[JobChange] = []
         expired: list[JobChange] = []
         stale: list[Job] = []
+        if not picked:
+            return changes, expired, stale
         async with self.runs.transaction() as tx:
             rows = await tx.lock(picked)
-            for job_id in picked:  # Redis order: best first
+            for job_id in picked:
                 job = rows.get(job_id)
                 if job is None:
                     continue
@@ -476,21 +513,7 @@ class Dispatcher:
                 changes.append(JobChange(job, after, now))
             expired += await dependencies.propagate(tx, expired, now)
             await tx.save(changes + expired)
-        stale += [c.after for c in expired]
-        if changes:
-            a = telemetry.attrs(ns, queue)
-            telemetry.jobs_leased.add(len(changes), a)
-            for c in changes:
-                telemetry.enqueue_to_start.record(max(0, now - c.before.run_at_ms) / 1000, a)
-        missing = [i for i in picked if i not in rows]
-        fix = stale + [c.after for c in changes if c.after.lease_expires_ms != provisional]
-        await self._index_after_commit(self.index.place(fix, notices(changes + expired)))
-        if missing:
-            await self._index_after_commit(self.index.forget(ns, queue, missing))
-        return [
-            GrantedLease(c.after, c.after.lease_token, c.after.lease_expires_ms or 0)
-            for c in changes
-        ]
+        return changes, expired, stale + [c.after for c in expired]
 
     # ---- cancel --------------------------------------------------------
 
@@ -584,7 +607,7 @@ class Dispatcher:
         """Ack in one statement the items whose lease is plainly held (see
         `RunStore.ack_held`); return the acked jobs by item index. The rest, and
         any item whose job id repeats in the call, are left to `_settle`."""
-        if not self.runs.acks_in_one_statement:
+        if not self.runs.one_statement_paths:
             return {}
         by_job: dict[str, int | None] = {}
         for i, item in enumerate(items):

@@ -36,7 +36,7 @@ async def test_acking_a_held_lease_in_one_statement_writes_what_transitions_ack_
         "",
     )
 
-    if not replica.runs.acks_in_one_statement:  # SQLite: the general path does it all
+    if not replica.runs.one_statement_paths:  # SQLite: the general path does it all
         assert acked == {}
         assert await replica.runs.get(g.job.id) == before
         return
@@ -76,7 +76,7 @@ async def test_the_one_statement_ack_takes_only_plainly_held_leases_of_its_calle
     for job_id, row in rows_before.items():
         assert await replica.runs.get(job_id) == row
     acked = await replica.runs.ack_held(ns, asks, now, "key-a")
-    if replica.runs.acks_in_one_statement:
+    if replica.runs.one_statement_paths:
         assert set(acked) == {plain.job.id}
     else:
         assert acked == {}
@@ -124,7 +124,7 @@ async def test_the_one_statement_ack_reaches_rows_by_primary_key_only(
     replica: Components, clock: FakeClock
 ) -> None:
     """Not through the state index, which would visit every leased row (see ACK_HELD)."""
-    if not replica.runs.acks_in_one_statement:
+    if not replica.runs.one_statement_paths:
         pytest.skip("the one-statement ack exists on PostgreSQL only")
     for _ in range(20):  # enough rows that reading them all costs more than an index
         await replica.dispatcher.enqueue_batch("", [spec() for _ in range(100)])

@@ -1,5 +1,6 @@
 """PostgreSQL: insert new jobs and their first events in one statement, save
-changed jobs and their events in another, and ack held leases in a third.
+changed jobs and their events in another, lease queued jobs in a third and ack
+held leases in a fourth.
 
 SQLAlchemy's multi-row INSERT renders one VALUES tuple per row and binds 40
 parameters per job; for a batch of 100 that costs about 12 ms of CPU before
@@ -166,3 +167,49 @@ def _ack_statement() -> TextClause:
 
 
 ACK_HELD = _ack_statement()
+
+
+def _lease_statement() -> TextClause:
+    """Lease, in one statement, every picked job that is plainly QUEUED.
+
+    The SET list is `transitions.lease` (plus the caller's key id), written in
+    SQL; every right-hand side reads the row as it was, so `lease_duration_ms`
+    there is the job's own. The WHERE clause is its precondition: the job is
+    QUEUED in the caller's namespace and not past its start deadline (that job
+    is dead-lettered instead, by the general path). A job that is not plainly
+    QUEUED is left as it is for the caller to decide in a transaction.
+    tests/service/test_lease_in_one_statement.py holds the result to
+    `transitions.lease`. Returns the leased rows, after the change. Rows are
+    found by primary key only, as in `_ack_statement`.
+    """
+    grants = ", ".join(
+        _array(name, runs.c[column].type)
+        for name, column in (("ids", "id"), ("tokens", "lease_token"))
+    )
+    duration = "COALESCE(CAST(:duration AS bigint), runs.lease_duration_ms)"
+    return text(
+        f"WITH grants AS ("
+        f" SELECT * FROM unnest({grants}) AS grants(id, token)"
+        f"), leased AS ("
+        f" UPDATE runs SET state = :leased, attempt = runs.attempt + 1,"
+        f" version = runs.version + 1, started_at = CAST(:now AS bigint),"
+        f" lease_token = grants.token, lease_holder = CAST(:worker AS text),"
+        f" lease_duration_ms = {duration},"
+        f" lease_expires_at = CAST(:now AS bigint)"
+        f" + LEAST({duration}, COALESCE(runs.max_run_ms, {duration})),"
+        f" progress_percent = 0.0, progress_message = '',"
+        f" lease_principal = CAST(:principal AS text)"
+        f" FROM grants"
+        f" WHERE runs.id = ANY({_array('ids', runs.c.id.type)}) AND runs.id = grants.id"
+        f" AND (runs.namespace || '') = :namespace AND (runs.state || '') = :queued"
+        f" AND NOT (runs.attempt = 0 AND runs.start_deadline_at IS NOT NULL"
+        f" AND runs.start_deadline_at <= CAST(:now AS bigint))"
+        f" RETURNING runs.*"
+        f"), events AS ("
+        f" INSERT INTO run_events ({EVENT_COLUMNS})"
+        f" SELECT id, version, state, attempt, CAST(:now AS bigint), '' FROM leased"
+        f") SELECT * FROM leased"
+    )
+
+
+LEASE_QUEUED = _lease_statement()

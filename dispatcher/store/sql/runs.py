@@ -408,9 +408,42 @@ class RunStore:
                         yield RunsTx(conn)
 
     @property
-    def acks_in_one_statement(self) -> bool:
-        """Whether `ack_held` can ack (PostgreSQL); elsewhere it acks nothing."""
+    def one_statement_paths(self) -> bool:
+        """Whether `lease_queued` and `ack_held` do anything (PostgreSQL); elsewhere
+        they write nothing and the caller's transaction does it all."""
         return self.engine.dialect.name == "postgresql"
+
+    async def lease_queued(
+        self,
+        namespace: str,
+        grants: Sequence[tuple[str, str]],
+        worker_id: str,
+        now_ms: int,
+        duration_ms: int | None,
+        principal: str,
+    ) -> dict[str, Job]:
+        """Lease, in one statement and its own transaction, each (job id, token)
+        whose job is plainly QUEUED; return the leased jobs by id.
+
+        A job that is not QUEUED, is past its start deadline or is missing is
+        left as it is, for the caller to decide in a transaction (see
+        `pg_bulk.LEASE_QUEUED`). `duration_ms` None means each job's own.
+        """
+        if not grants or not self.one_statement_paths:
+            return {}
+        params = {
+            "ids": [job_id for job_id, _ in grants],
+            "tokens": [token for _, token in grants],
+            "namespace": namespace,
+            "worker": worker_id,
+            "now": now_ms,
+            "duration": duration_ms,
+            "principal": principal,
+            "queued": JobState.QUEUED.value,
+            "leased": JobState.LEASED.value,
+        }
+        with telemetry.span("sql.lease_queued"):
+            return await self._one_statement(pg_bulk.LEASE_QUEUED, params)
 
     async def ack_held(
         self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
@@ -422,7 +455,7 @@ class RunStore:
         dependents or a callback URL is left as it is, for the caller to settle
         in a transaction (see `pg_bulk.ACK_HELD`). Each job id at most once.
         """
-        if not acks or not self.acks_in_one_statement:
+        if not acks or not self.one_statement_paths:
             return {}
         params = {
             "ids": [a.job_id for a in acks],
@@ -437,10 +470,14 @@ class RunStore:
             "succeeded_reason": TerminalReason.SUCCEEDED.value,
         }
         with telemetry.span("sql.ack_held"):
-            async with translate_errors(), self.engine.connect() as conn:
-                # One statement is its own transaction: no BEGIN and COMMIT trips.
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                rows = (await conn.execute(pg_bulk.ACK_HELD, params)).all()
+            return await self._one_statement(pg_bulk.ACK_HELD, params)
+
+    async def _one_statement(self, statement: Any, params: dict[str, Any]) -> dict[str, Job]:
+        """Run a statement that returns changed rows, as its own transaction."""
+        async with translate_errors(), self.engine.connect() as conn:
+            # One statement is its own transaction: no BEGIN and COMMIT trips.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            rows = (await conn.execute(statement, params)).all()
         return {r[0]: row_to_job(r) for r in rows}
 
     async def get(self, job_id: str) -> Job | None:
