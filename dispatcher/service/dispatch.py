@@ -211,18 +211,41 @@ class Dispatcher:
         window gets the earlier job, a different one ALREADY_EXISTS, and a key past
         its window is taken from the old job and the insert tried again. Two items
         with one key, in one batch or in two calls of the group, collide the same way.
+
+        Where the store can, a group without dependencies is first inserted in one
+        statement that commits by itself; only the jobs whose keys collided go on
+        to a transaction. That first step is taken only when every job carries an
+        idempotency key or none does: if the second step then fails, the call fails
+        with jobs already committed, and only a key makes its retry safe (a job
+        without one cannot collide, so a group without keys has no second step).
         """
+        created: list[_Draft] = []
+        left: list[_Draft] | None = None  # None: every draft is still to be made
+        if self.runs.one_statement_paths and _insertable_at_once(requests):
+            drafts = [d for r in requests for d in await self._drafts(None, r)]
+            inserted = await self.runs.insert_committed([d.job for d in drafts])
+            created = self._mark_created(drafts, inserted)
+            left = [d for d in drafts if d.job.id not in inserted]
+        if left is None or left:
+            created += await self._insert_in_transaction(requests, left)
+        return [[d.job for d in created if d.request is r] for r in requests]
+
+    async def _insert_in_transaction(
+        self, requests: Sequence[InsertRequest], left: list[_Draft] | None
+    ) -> list[_Draft]:
+        """Insert in one transaction the given drafts (or, if None, every request's),
+        settling collided keys; return the drafts created."""
         for _ in range(5):
             try:
                 async with self.runs.transaction() as tx:
-                    drafts = [d for r in requests for d in await self._drafts(tx, r)]
+                    if left is None:
+                        drafts = [d for r in requests for d in await self._drafts(tx, r)]
+                    else:
+                        drafts = await self._settle_collisions(tx, left)
                     created: list[_Draft] = []
                     for _round in range(3):  # a released key needs a second insert
                         inserted = await tx.insert([d.job for d in drafts])
-                        for d in drafts:
-                            if d.job.id in inserted:
-                                d.request.results[d.i] = Enqueued(d.job, created=True)
-                                created.append(d)
+                        created += self._mark_created(drafts, inserted)
                         collided = [d for d in drafts if d.job.id not in inserted]
                         drafts = await self._settle_collisions(tx, collided)
                         if not drafts:
@@ -232,17 +255,27 @@ class Dispatcher:
                     await tx.add_dependencies(
                         [(d.job.id, dep) for d in created for dep in d.job.depends_on]
                     )
-                return [[d.job for d in created if d.request is r] for r in requests]
+                return created
             except DuplicateKey:
                 continue
         raise Unavailable("could not settle a concurrent idempotency key; retry")
 
-    async def _drafts(self, tx: RunsTx, r: InsertRequest) -> list[_Draft]:
-        """The job each valid spec would create (dependencies decide its first state)."""
+    @staticmethod
+    def _mark_created(drafts: Sequence[_Draft], inserted: set[str]) -> list[_Draft]:
+        """Answer each inserted draft's call with its new job; return those drafts."""
+        created = [d for d in drafts if d.job.id in inserted]
+        for d in created:
+            d.request.results[d.i] = Enqueued(d.job, created=True)
+        return created
+
+    async def _drafts(self, tx: RunsTx | None, r: InsertRequest) -> list[_Draft]:
+        """The job each valid spec would create (dependencies decide its first state;
+        `tx` may be None when no spec has any)."""
         drafts = []
         for i, spec, run_at in r.valid:
             job = self._new_job(r.namespace, spec, run_at, r.now, r.trace_context)
             if spec.depends_on:
+                assert tx is not None
                 try:
                     prefix = "job" if r.single else f"jobs[{i}]"
                     job = await self._with_dependencies(tx, r.namespace, spec, job, prefix)
@@ -735,6 +768,14 @@ def _record_outcome(counter: Any, after: Job, started_ms: int | None, at_ms: int
         telemetry.run_time.record(max(0, at_ms - started_ms) / 1000, a)
     if after.state is JobState.DEAD_LETTERED:
         telemetry.jobs_dead_lettered.add(1, a)
+
+
+def _insertable_at_once(requests: Sequence[InsertRequest]) -> bool:
+    """No dependencies (they need a transaction) and idempotency keys on every
+    job or on none (see `Dispatcher._insert_group`)."""
+    specs = [spec for r in requests for _, spec, _ in r.valid]
+    keyed = sum(1 for spec in specs if spec.idempotency_key)
+    return keyed in (0, len(specs)) and not any(spec.depends_on for spec in specs)
 
 
 def _may_touch_lease(job: Job) -> bool:

@@ -472,13 +472,24 @@ class RunStore:
         with telemetry.span("sql.ack_held"):
             return await self._one_statement(pg_bulk.ACK_HELD, params)
 
+    async def insert_committed(self, jobs: Sequence[Job]) -> set[str]:
+        """`RunsTx.insert` as one statement in its own transaction, committed on
+        return (PostgreSQL); elsewhere it inserts nothing and returns no ids."""
+        if not jobs or not self.one_statement_paths:
+            return set()
+        params = pg_bulk.columns_of([job_to_row(j) for j in jobs])
+        with telemetry.span("sql.insert_committed"):
+            return {r[0] for r in await self._autocommit(pg_bulk.INSERT_JOBS, params)}
+
     async def _one_statement(self, statement: Any, params: dict[str, Any]) -> dict[str, Job]:
         """Run a statement that returns changed rows, as its own transaction."""
+        return {r[0]: row_to_job(r) for r in await self._autocommit(statement, params)}
+
+    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
         async with translate_errors(), self.engine.connect() as conn:
             # One statement is its own transaction: no BEGIN and COMMIT trips.
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            rows = (await conn.execute(statement, params)).all()
-        return {r[0]: row_to_job(r) for r in rows}
+            return (await conn.execute(statement, params)).all()
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:
