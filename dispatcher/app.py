@@ -309,6 +309,7 @@ class DispatcherApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await c.dispatcher.late_notices.flush()  # before the owner closes Redis
 
     async def close(self) -> None:
         c = self.components

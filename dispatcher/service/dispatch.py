@@ -51,6 +51,7 @@ from dispatcher.domain.models import (
 )
 from dispatcher.service import dependencies
 from dispatcher.service.group_commit import GroupCommit
+from dispatcher.service.late_notices import LateNotices
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.state import ServingState
@@ -135,6 +136,14 @@ class Dispatcher:
     # Checks where a callback URL points (SSRF) before anything is written.
     url_guard: Callable[[str, str], Awaitable[None]] | None = None
     _inserts: GroupCommit[InsertRequest, list[Job]] | None = field(default=None, repr=False)
+    _late_notices: LateNotices | None = field(default=None, repr=False)
+
+    @property
+    def late_notices(self) -> LateNotices:
+        """Update notices published after the reply (see `LateNotices`)."""
+        if self._late_notices is None:
+            self._late_notices = LateNotices(self.index.publish)
+        return self._late_notices
 
     # ---- enqueue -------------------------------------------------------
 
@@ -510,7 +519,10 @@ class Dispatcher:
         missing = [job_id for job_id in rest if job_id not in found]
         fix = stale + [j for j in granted if j.lease_expires_ms != provisional]
         news = notices(expired) + [(j.id, j.namespace, j.queue, j.version) for j in granted]
-        await self._index_after_commit(self.index.place(fix, news))
+        if fix:
+            await self._index_after_commit(self.index.place(fix, news))
+        else:  # Redis already holds the leases as they are: answer first, announce after
+            self.late_notices.send(news)
         if missing:
             await self._index_after_commit(self.index.forget(ns, queue, missing))
         return [GrantedLease(j, j.lease_token, j.lease_expires_ms or 0) for j in granted]

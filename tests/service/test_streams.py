@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -109,3 +110,24 @@ async def test_following_an_unknown_job_or_nothing_is_an_error(replica: Componen
         await _collect(replica, StreamRequest("", ["01M83HEKD3AA16Q5HS2VATHPWR"], ""), [])
     with pytest.raises(InvalidArgument):
         await _collect(replica, StreamRequest("", [], ""), [])
+
+
+async def test_a_lease_announces_its_jobs_on_the_updates_channel_once_it_has_answered(
+    replica: Components,
+) -> None:
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    pubsub = replica.index.client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(replica.index.keys.updates_channel())
+    try:
+        (g,) = await lease(replica)
+        await replica.dispatcher.late_notices.flush()
+        announced: list[list[object]] = []
+        for _ in range(5):  # the publish is done: the message is there to read
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is not None:
+                announced = json.loads(msg["data"])
+                break
+    finally:
+        await pubsub.aclose()
+    assert announced == [[job.id, job.namespace, job.queue, g.job.version]]
+    assert g.job.version == job.version + 1

@@ -7,6 +7,7 @@ script call per queue, all in one pipeline: one round trip per batch.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -155,6 +156,11 @@ class RedisIndex:
 
         async with translate_errors("place"):
             await self.scripts.pipeline(self.client, fill)
+
+    async def publish(self, notices: Sequence[Notice]) -> None:
+        """Announce changed jobs to StreamUpdates subscribers, and nothing else."""
+        async with translate_errors("publish"):
+            await self.scripts.pipeline(self.client, lambda pipe: self._notify(pipe, notices))
 
     async def forget(self, ns: str, queue: str, ids: Sequence[str]) -> None:
         """Drop ids from every structure of a queue (stale entries with no live SQL row)."""
@@ -338,6 +344,11 @@ class RedisIndex:
             while True:
                 async with translate_errors():
                     msg = await pubsub.get_message(timeout=1.0)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancel that arrived as a message did can be swallowed by the
+                    # client's `asyncio.wait_for` (fakeredis, Python < 3.12): honour it.
+                    raise asyncio.CancelledError
                 if msg is not None:
                     yield _text(msg["channel"]), _text(msg["data"])
         finally:
