@@ -230,7 +230,7 @@ class Dispatcher:
         """
         created: list[_Draft] = []
         left: list[_Draft] | None = None  # None: every draft is still to be made
-        if self.runs.one_statement_paths and _insertable_at_once(requests):
+        if self.runs.inserts_commit_alone and _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
             inserted = await self.runs.insert_committed([d.job for d in drafts])
             created = self._mark_created(drafts, inserted)
@@ -652,8 +652,6 @@ class Dispatcher:
         """Ack in one statement the items whose lease is plainly held (see
         `RunStore.ack_held`); return the acked jobs by item index. The rest, and
         any item whose job id repeats in the call, are left to `_settle`."""
-        if not self.runs.one_statement_paths:
-            return {}
         by_job: dict[str, int | None] = {}
         for i, item in enumerate(items):
             try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import TextClause, text
+
 from dispatcher.app import Components
 from dispatcher.domain.models import (
     AckItem,
@@ -45,6 +49,20 @@ async def nack(
     release: bool = False,
 ) -> None:
     await c.dispatcher.nack("", [NackItem(token, error, retry, retry_after_ms, release)])
+
+
+# The index a lookup by job id uses, by dialect.
+PRIMARY_KEY_INDEX = {"postgresql": "runs_pkey", "sqlite": "sqlite_autoindex_runs_1"}
+
+
+async def query_plan(c: Components, statement: TextClause, params: dict[str, Any]) -> str:
+    """How the database would run a statement (EXPLAIN, not run), as text."""
+    sqlite = c.runs.engine.dialect.name == "sqlite"
+    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    async with c.runs.engine.begin() as conn:
+        rows = (await conn.execute(text(explain + statement.text), params)).all()
+        await conn.rollback()
+    return "\n".join(str(row[-1]) for row in rows)
 
 
 NO_JITTER = RetryPolicy(initial_backoff_ms=1000, max_backoff_ms=60_000, multiplier=2.0, jitter=0.0)

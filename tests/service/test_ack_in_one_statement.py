@@ -4,7 +4,6 @@ settle, and leave every other item to the general path, answered in order."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import text
 
 from dispatcher.app import Components
@@ -13,9 +12,10 @@ from dispatcher.domain import auth, transitions
 from dispatcher.domain.auth import Principal
 from dispatcher.domain.errors import InvalidArgument, LeaseExpired
 from dispatcher.domain.models import AckItem, HeartbeatItem, JobState, Settled, Transition
+from dispatcher.store.sql import sqlite_bulk
 from dispatcher.store.sql.pg_bulk import ACK_HELD
 from dispatcher.store.sql.runs import AckHeld
-from tests.service.helpers import lease, spec
+from tests.service.helpers import PRIMARY_KEY_INDEX, lease, query_plan, spec
 
 
 async def test_acking_a_held_lease_in_one_statement_writes_what_transitions_ack_writes(
@@ -36,10 +36,6 @@ async def test_acking_a_held_lease_in_one_statement_writes_what_transitions_ack_
         "",
     )
 
-    if not replica.runs.one_statement_paths:  # SQLite: the general path does it all
-        assert acked == {}
-        assert await replica.runs.get(g.job.id) == before
-        return
     expected = transitions.ack(before, item, now)
     assert acked == {g.job.id: expected}
     assert await replica.runs.get(g.job.id) == expected
@@ -76,10 +72,7 @@ async def test_the_one_statement_ack_takes_only_plainly_held_leases_of_its_calle
     for job_id, row in rows_before.items():
         assert await replica.runs.get(job_id) == row
     acked = await replica.runs.ack_held(ns, asks, now, "key-a")
-    if replica.runs.one_statement_paths:
-        assert set(acked) == {plain.job.id}
-    else:
-        assert acked == {}
+    assert set(acked) == {plain.job.id}
     for job_id, row in rows_before.items():
         if job_id != plain.job.id:
             assert await replica.runs.get(job_id) == row
@@ -124,18 +117,13 @@ async def test_the_one_statement_ack_reaches_rows_by_primary_key_only(
     replica: Components, clock: FakeClock
 ) -> None:
     """Not through the state index, which would visit every leased row (see ACK_HELD)."""
-    if not replica.runs.one_statement_paths:
-        pytest.skip("the one-statement ack exists on PostgreSQL only")
     for _ in range(20):  # enough rows that reading them all costs more than an index
         await replica.dispatcher.enqueue_batch("", [spec() for _ in range(100)])
     granted = await lease(replica, n=20)
     async with replica.runs.engine.connect() as conn:
         await conn.execute(text("ANALYZE runs"))  # the planner sees 20 leased rows of 2,000
+        await conn.commit()
     params = {
-        "ids": [g.job.id for g in granted],
-        "tokens": [g.token for g in granted],
-        "results": [b""] * 20,
-        "result_types": [""] * 20,
         "namespace": granted[0].job.namespace,
         "now": clock.now_ms(),
         "principal": "",
@@ -143,9 +131,20 @@ async def test_the_one_statement_ack_reaches_rows_by_primary_key_only(
         "succeeded": "succeeded",
         "succeeded_reason": "succeeded",
     }
-    async with replica.runs.engine.begin() as conn:
-        plan = (await conn.execute(text("EXPLAIN " + ACK_HELD.text), params)).scalars().all()
-        await conn.rollback()
-    plan_text = "\n".join(plan)
-    assert "runs_pkey" in plan_text
-    assert "ix_runs_state_queue" not in plan_text
+    dialect = replica.runs.engine.dialect.name
+    if dialect == "postgresql":
+        statement = ACK_HELD
+        params |= {
+            "ids": [g.job.id for g in granted],
+            "tokens": [g.token for g in granted],
+            "results": [b""] * 20,
+            "result_types": [""] * 20,
+        }
+    else:
+        statement, values = sqlite_bulk.ack_held([(g.job.id, g.token, b"", "") for g in granted])
+        params |= values
+
+    plan = await query_plan(replica, statement, params)
+
+    assert PRIMARY_KEY_INDEX[dialect] in plan
+    assert "ix_runs_state_queue" not in plan

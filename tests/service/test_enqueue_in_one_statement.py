@@ -41,7 +41,7 @@ async def test_insert_committed_writes_jobs_and_first_events_and_skips_a_taken_k
 
     inserted = await replica.runs.insert_committed([new_one, clash])
 
-    if not replica.runs.one_statement_paths:  # SQLite: the transaction does it all
+    if not replica.runs.inserts_commit_alone:  # SQLite: the transaction does it all
         assert inserted == set()
         assert await replica.runs.get(new_one.id) is None
         return

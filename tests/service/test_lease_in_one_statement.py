@@ -20,8 +20,9 @@ from dispatcher.domain.models import (
     Transition,
     evolve,
 )
+from dispatcher.store.sql import sqlite_bulk
 from dispatcher.store.sql.pg_bulk import LEASE_QUEUED
-from tests.service.helpers import lease, spec
+from tests.service.helpers import PRIMARY_KEY_INDEX, lease, query_plan, spec
 
 
 @pytest.mark.parametrize(
@@ -51,10 +52,6 @@ async def test_leasing_a_queued_job_in_one_statement_writes_what_transitions_lea
         job.namespace, [(job.id, token)], "worker-1", now, asked_duration_ms, "key-a"
     )
 
-    if not replica.runs.one_statement_paths:  # SQLite: the general path does it all
-        assert leased == {}
-        assert await replica.runs.get(job.id) == before
-        return
     expected = evolve(
         transitions.lease(before, token, "worker-1", now, asked_duration_ms or own_duration_ms),
         lease_principal="key-a",
@@ -84,9 +81,6 @@ async def test_a_job_given_back_after_reporting_progress_is_leased_again_from_ze
         before.namespace, [(before.id, token)], "w", now, None, ""
     )
 
-    if not replica.runs.one_statement_paths:
-        assert leased == {}
-        return
     expected = evolve(
         transitions.lease(before, token, "w", now, before.lease_duration_ms), lease_principal=""
     )
@@ -118,9 +112,9 @@ async def test_the_one_statement_lease_takes_only_plainly_queued_jobs_of_its_nam
     for job_id, row in rows_before.items():
         assert await replica.runs.get(job_id) == row
     leased = await replica.runs.lease_queued(ns, grants, "w", now, None, "")
-    assert set(leased) == ({plain.id} if replica.runs.one_statement_paths else set())
+    assert set(leased) == {plain.id}
     for job_id, row in rows_before.items():
-        if job_id != plain.id or not replica.runs.one_statement_paths:
+        if job_id != plain.id:
             assert await replica.runs.get(job_id) == row
 
 
@@ -153,17 +147,15 @@ async def test_the_one_statement_lease_reaches_rows_by_primary_key_only(
     replica: Components, clock: FakeClock
 ) -> None:
     """Not through the state index, which would visit every queued row."""
-    if not replica.runs.one_statement_paths:
-        pytest.skip("the one-statement lease exists on PostgreSQL only")
     for _ in range(20):  # enough rows that reading them all costs more than an index
         await replica.dispatcher.enqueue_batch("", [spec() for _ in range(100)])
     ns = (await replica.dispatcher.enqueue("", spec())).job.namespace
     picked = [j.id for j in await replica.runs.live_in_queue(ns, "q", 20)]
+    tokens = [ids.new_lease_token(i) for i in picked]
     async with replica.runs.engine.connect() as conn:
         await conn.execute(text("ANALYZE runs"))  # the planner sees 2,000 queued rows
+        await conn.commit()
     params = {
-        "ids": picked,
-        "tokens": [ids.new_lease_token(i) for i in picked],
         "namespace": ns,
         "worker": "w",
         "now": clock.now_ms(),
@@ -172,9 +164,15 @@ async def test_the_one_statement_lease_reaches_rows_by_primary_key_only(
         "queued": "queued",
         "leased": "leased",
     }
-    async with replica.runs.engine.begin() as conn:
-        plan = (await conn.execute(text("EXPLAIN " + LEASE_QUEUED.text), params)).scalars().all()
-        await conn.rollback()
-    plan_text = "\n".join(plan)
-    assert "runs_pkey" in plan_text
-    assert "ix_runs_state_queue" not in plan_text
+    dialect = replica.runs.engine.dialect.name
+    if dialect == "postgresql":
+        statement = LEASE_QUEUED
+        params |= {"ids": picked, "tokens": tokens}
+    else:
+        statement, values = sqlite_bulk.lease_queued(list(zip(picked, tokens, strict=True)))
+        params |= values
+
+    plan = await query_plan(replica, statement, params)
+
+    assert PRIMARY_KEY_INDEX[dialect] in plan
+    assert "ix_runs_state_queue" not in plan

@@ -33,7 +33,7 @@ from dispatcher.domain.models import (
     Transition,
     job_from_columns,
 )
-from dispatcher.store.sql import pg_bulk
+from dispatcher.store.sql import pg_bulk, sqlite_bulk
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.tables import job_dependencies, run_events, runs, webhook_outbox
 
@@ -408,9 +408,9 @@ class RunStore:
                         yield RunsTx(conn)
 
     @property
-    def one_statement_paths(self) -> bool:
-        """Whether `lease_queued` and `ack_held` do anything (PostgreSQL); elsewhere
-        they write nothing and the caller's transaction does it all."""
+    def inserts_commit_alone(self) -> bool:
+        """Whether `insert_committed` inserts (PostgreSQL); elsewhere it inserts
+        nothing and the caller's transaction does it all."""
         return self.engine.dialect.name == "postgresql"
 
     async def lease_queued(
@@ -422,18 +422,17 @@ class RunStore:
         duration_ms: int | None,
         principal: str,
     ) -> dict[str, Job]:
-        """Lease, in one statement and its own transaction, each (job id, token)
-        whose job is plainly QUEUED; return the leased jobs by id.
+        """Lease each (job id, token) whose job is plainly QUEUED, in one statement
+        and its own transaction (on SQLite: one UPDATE, then its events); return
+        the leased jobs by id.
 
         A job that is not QUEUED, is past its start deadline or is missing is
         left as it is, for the caller to decide in a transaction (see
         `pg_bulk.LEASE_QUEUED`). `duration_ms` None means each job's own.
         """
-        if not grants or not self.one_statement_paths:
+        if not grants:
             return {}
-        params = {
-            "ids": [job_id for job_id, _ in grants],
-            "tokens": [token for _, token in grants],
+        params: dict[str, Any] = {
             "namespace": namespace,
             "worker": worker_id,
             "now": now_ms,
@@ -443,25 +442,27 @@ class RunStore:
             "leased": JobState.LEASED.value,
         }
         with telemetry.span("sql.lease_queued"):
-            return await self._one_statement(pg_bulk.LEASE_QUEUED, params)
+            if self.engine.dialect.name == "postgresql":
+                params["ids"] = [job_id for job_id, _ in grants]
+                params["tokens"] = [token for _, token in grants]
+                return await self._one_statement(pg_bulk.LEASE_QUEUED, params)
+            statement, values = sqlite_bulk.lease_queued(grants)
+            return await self._update_then_events(statement, params | values, now_ms)
 
     async def ack_held(
         self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
     ) -> dict[str, Job]:
-        """Ack, in one statement and its own transaction, each job whose lease is
-        still held under the given token; return the acked jobs by id.
+        """Ack each job whose lease is still held under the given token, in one
+        statement and its own transaction (on SQLite: one UPDATE, then its
+        events); return the acked jobs by id.
 
         Only the plain case is taken: a job that is not held, is cancelled, has
         dependents or a callback URL is left as it is, for the caller to settle
         in a transaction (see `pg_bulk.ACK_HELD`). Each job id at most once.
         """
-        if not acks or not self.one_statement_paths:
+        if not acks:
             return {}
-        params = {
-            "ids": [a.job_id for a in acks],
-            "tokens": [a.token for a in acks],
-            "results": [a.result for a in acks],
-            "result_types": [a.result_content_type for a in acks],
+        params: dict[str, Any] = {
             "namespace": namespace,
             "now": now_ms,
             "principal": principal,
@@ -470,12 +471,19 @@ class RunStore:
             "succeeded_reason": TerminalReason.SUCCEEDED.value,
         }
         with telemetry.span("sql.ack_held"):
-            return await self._one_statement(pg_bulk.ACK_HELD, params)
+            if self.engine.dialect.name == "postgresql":
+                params["ids"] = [a.job_id for a in acks]
+                params["tokens"] = [a.token for a in acks]
+                params["results"] = [a.result for a in acks]
+                params["result_types"] = [a.result_content_type for a in acks]
+                return await self._one_statement(pg_bulk.ACK_HELD, params)
+            statement, values = sqlite_bulk.ack_held(acks)
+            return await self._update_then_events(statement, params | values, now_ms)
 
     async def insert_committed(self, jobs: Sequence[Job]) -> set[str]:
         """`RunsTx.insert` as one statement in its own transaction, committed on
         return (PostgreSQL); elsewhere it inserts nothing and returns no ids."""
-        if not jobs or not self.one_statement_paths:
+        if not jobs or not self.inserts_commit_alone:
             return set()
         params = pg_bulk.columns_of([job_to_row(j) for j in jobs])
         with telemetry.span("sql.insert_committed"):
@@ -490,6 +498,21 @@ class RunStore:
             # One statement is its own transaction: no BEGIN and COMMIT trips.
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             return (await conn.execute(statement, params)).all()
+
+    async def _update_then_events(
+        self, statement: Any, params: dict[str, Any], now_ms: int
+    ) -> dict[str, Job]:
+        """Run an UPDATE ... RETURNING and record a transition for each row it
+        changed, in one transaction (SQLite has no data-modifying CTE)."""
+        async with self.transaction() as tx:
+            jobs = {r[0]: row_to_job(r) for r in (await tx.conn.execute(statement, params)).all()}
+            events = [
+                _event_row(Transition(j.id, j.version, j.state, j.attempt, now_ms, ""))
+                for j in jobs.values()
+            ]
+            if events:
+                await tx.conn.execute(run_events.insert(), events)
+        return jobs
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:
