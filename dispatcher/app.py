@@ -19,7 +19,6 @@ import grpc
 import redis.asyncio as redis_asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from dispatcher.api import tls
 from dispatcher.api.admin_servicer import AdminServicer
@@ -27,6 +26,7 @@ from dispatcher.api.auth import AuthInterceptor
 from dispatcher.api.errors import ErrorInterceptor
 from dispatcher.api.schedule_servicer import ScheduleServicer
 from dispatcher.api.servicer import DispatcherServicer
+from dispatcher.api.tracing import TracingInterceptor
 from dispatcher.clock import Clock, RedisClock
 from dispatcher.config import Settings
 from dispatcher.domain.errors import DispatchError
@@ -190,8 +190,7 @@ class DispatcherApp:
             ("grpc.max_metadata_size", 16 * 1024),
         ]
         # Tracing outermost, so that the span sees the status the error mapping sets.
-        tracing = aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
-        interceptors: list[grpc.aio.ServerInterceptor] = [tracing, ErrorInterceptor()]
+        interceptors: list[grpc.aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor()]
         if s.auth_required:
             authn = Authenticator(c.runs, c.clock)
             interceptors.append(AuthInterceptor(authn, reflection_open=s.reflection_on))

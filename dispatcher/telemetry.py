@@ -90,9 +90,19 @@ def attrs(namespace: str, queue: str) -> dict[str, str]:
 
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[None]:
-    """A child span for one storage step (a SQL transaction, a Redis round trip)."""
+    """A child span for one storage step (a SQL transaction, a Redis round trip);
+    nothing when no tracer provider is installed (it would record nothing)."""
+    if not tracing_installed():
+        yield
+        return
     with tracer.start_as_current_span(name, attributes=attributes):
         yield
+
+
+def tracing_installed() -> bool:
+    """Whether a tracer provider that records spans is installed."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def current_trace_context() -> dict[str, str]:
