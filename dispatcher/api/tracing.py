@@ -21,6 +21,7 @@ from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from dispatcher import telemetry
+from dispatcher.api.handlers import Continuation, rewrap
 
 
 class TracingInterceptor(grpc.aio.ServerInterceptor):
@@ -31,11 +32,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         self._tracing_on = tracing_on
 
     async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if self._tracing_on():
             return await self._spans.intercept_service(continuation, handler_call_details)  # type: ignore[no-any-return]
@@ -44,19 +41,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not carrier:
             return handler
         caller = propagate.extract(carrier)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary_in(caller, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream_in(caller, handler.unary_stream),  # type: ignore[arg-type]  # aio: async gen
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap(handler, lambda fn: _unary_in(caller, fn), lambda fn: _stream_in(caller, fn))
 
 
 def _trace_headers(metadata: Any) -> dict[str, str]:
