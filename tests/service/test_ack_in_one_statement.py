@@ -12,8 +12,6 @@ from dispatcher.domain import auth, transitions
 from dispatcher.domain.auth import Principal
 from dispatcher.domain.errors import InvalidArgument, LeaseExpired
 from dispatcher.domain.models import AckItem, HeartbeatItem, JobState, Settled, Transition
-from dispatcher.store.sql import sqlite_bulk
-from dispatcher.store.sql.pg_bulk import ACK_HELD
 from dispatcher.store.sql.runs import AckHeld
 from tests.service.helpers import PRIMARY_KEY_INDEX, lease, query_plan, spec
 
@@ -123,28 +121,15 @@ async def test_the_one_statement_ack_reaches_rows_by_primary_key_only(
     async with replica.runs.engine.connect() as conn:
         await conn.execute(text("ANALYZE runs"))  # the planner sees 20 leased rows of 2,000
         await conn.commit()
-    params = {
-        "namespace": granted[0].job.namespace,
-        "now": clock.now_ms(),
-        "principal": "",
-        "leased": "leased",
-        "succeeded": "succeeded",
-        "succeeded_reason": "succeeded",
-    }
+    statement = replica.runs.ack_held_statement(
+        granted[0].job.namespace,
+        [AckHeld(g.job.id, g.token, b"", "") for g in granted],
+        clock.now_ms(),
+        "",
+    )
+
+    plan = await query_plan(replica, *statement)
+
     dialect = replica.runs.engine.dialect.name
-    if dialect == "postgresql":
-        statement = ACK_HELD
-        params |= {
-            "ids": [g.job.id for g in granted],
-            "tokens": [g.token for g in granted],
-            "results": [b""] * 20,
-            "result_types": [""] * 20,
-        }
-    else:
-        statement, values = sqlite_bulk.ack_held([(g.job.id, g.token, b"", "") for g in granted])
-        params |= values
-
-    plan = await query_plan(replica, statement, params)
-
     assert PRIMARY_KEY_INDEX[dialect] in plan
     assert "ix_runs_state_queue" not in plan

@@ -20,8 +20,6 @@ from dispatcher.domain.models import (
     Transition,
     evolve,
 )
-from dispatcher.store.sql import sqlite_bulk
-from dispatcher.store.sql.pg_bulk import LEASE_QUEUED
 from tests.service.helpers import PRIMARY_KEY_INDEX, lease, query_plan, spec
 
 
@@ -155,24 +153,12 @@ async def test_the_one_statement_lease_reaches_rows_by_primary_key_only(
     async with replica.runs.engine.connect() as conn:
         await conn.execute(text("ANALYZE runs"))  # the planner sees 2,000 queued rows
         await conn.commit()
-    params = {
-        "namespace": ns,
-        "worker": "w",
-        "now": clock.now_ms(),
-        "duration": None,
-        "principal": "",
-        "queued": "queued",
-        "leased": "leased",
-    }
+    statement = replica.runs.lease_queued_statement(
+        ns, list(zip(picked, tokens, strict=True)), "w", clock.now_ms(), None, ""
+    )
+
+    plan = await query_plan(replica, *statement)
+
     dialect = replica.runs.engine.dialect.name
-    if dialect == "postgresql":
-        statement = LEASE_QUEUED
-        params |= {"ids": picked, "tokens": tokens}
-    else:
-        statement, values = sqlite_bulk.lease_queued(list(zip(picked, tokens, strict=True)))
-        params |= values
-
-    plan = await query_plan(replica, statement, params)
-
     assert PRIMARY_KEY_INDEX[dialect] in plan
     assert "ix_runs_state_queue" not in plan

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy import String, TextClause, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -408,10 +408,14 @@ class RunStore:
                         yield RunsTx(conn)
 
     @property
+    def _is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @property
     def inserts_commit_alone(self) -> bool:
         """Whether `insert_committed` inserts (PostgreSQL); elsewhere it inserts
         nothing and the caller's transaction does it all."""
-        return self.engine.dialect.name == "postgresql"
+        return self._is_postgres
 
     async def lease_queued(
         self,
@@ -432,6 +436,22 @@ class RunStore:
         """
         if not grants:
             return {}
+        statement = self.lease_queued_statement(
+            namespace, grants, worker_id, now_ms, duration_ms, principal
+        )
+        with telemetry.span("sql.lease_queued"):
+            return await self._update_returning(statement, now_ms)
+
+    def lease_queued_statement(
+        self,
+        namespace: str,
+        grants: Sequence[tuple[str, str]],
+        worker_id: str,
+        now_ms: int,
+        duration_ms: int | None,
+        principal: str,
+    ) -> tuple[TextClause, dict[str, Any]]:
+        """The UPDATE `lease_queued` runs on this dialect, and its parameters."""
         params: dict[str, Any] = {
             "namespace": namespace,
             "worker": worker_id,
@@ -441,13 +461,12 @@ class RunStore:
             "queued": JobState.QUEUED.value,
             "leased": JobState.LEASED.value,
         }
-        with telemetry.span("sql.lease_queued"):
-            if self.engine.dialect.name == "postgresql":
-                params["ids"] = [job_id for job_id, _ in grants]
-                params["tokens"] = [token for _, token in grants]
-                return await self._one_statement(pg_bulk.LEASE_QUEUED, params)
-            statement, values = sqlite_bulk.lease_queued(grants)
-            return await self._update_then_events(statement, params | values, now_ms)
+        if self._is_postgres:
+            params["ids"] = [job_id for job_id, _ in grants]
+            params["tokens"] = [token for _, token in grants]
+            return pg_bulk.LEASE_QUEUED, params
+        statement, values = sqlite_bulk.lease_queued(grants)
+        return statement, params | values
 
     async def ack_held(
         self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
@@ -462,6 +481,14 @@ class RunStore:
         """
         if not acks:
             return {}
+        statement = self.ack_held_statement(namespace, acks, now_ms, principal)
+        with telemetry.span("sql.ack_held"):
+            return await self._update_returning(statement, now_ms)
+
+    def ack_held_statement(
+        self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
+    ) -> tuple[TextClause, dict[str, Any]]:
+        """The UPDATE `ack_held` runs on this dialect, and its parameters."""
         params: dict[str, Any] = {
             "namespace": namespace,
             "now": now_ms,
@@ -470,15 +497,14 @@ class RunStore:
             "succeeded": JobState.SUCCEEDED.value,
             "succeeded_reason": TerminalReason.SUCCEEDED.value,
         }
-        with telemetry.span("sql.ack_held"):
-            if self.engine.dialect.name == "postgresql":
-                params["ids"] = [a.job_id for a in acks]
-                params["tokens"] = [a.token for a in acks]
-                params["results"] = [a.result for a in acks]
-                params["result_types"] = [a.result_content_type for a in acks]
-                return await self._one_statement(pg_bulk.ACK_HELD, params)
-            statement, values = sqlite_bulk.ack_held(acks)
-            return await self._update_then_events(statement, params | values, now_ms)
+        if self._is_postgres:
+            params["ids"] = [a.job_id for a in acks]
+            params["tokens"] = [a.token for a in acks]
+            params["results"] = [a.result for a in acks]
+            params["result_types"] = [a.result_content_type for a in acks]
+            return pg_bulk.ACK_HELD, params
+        statement, values = sqlite_bulk.ack_held(acks)
+        return statement, params | values
 
     async def insert_committed(self, jobs: Sequence[Job]) -> set[str]:
         """`RunsTx.insert` as one statement in its own transaction, committed on
@@ -489,23 +515,19 @@ class RunStore:
         with telemetry.span("sql.insert_committed"):
             return {r[0] for r in await self._autocommit(pg_bulk.INSERT_JOBS, params)}
 
-    async def _one_statement(self, statement: Any, params: dict[str, Any]) -> dict[str, Job]:
-        """Run a statement that returns changed rows, as its own transaction."""
-        return {r[0]: row_to_job(r) for r in await self._autocommit(statement, params)}
-
-    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
-        async with translate_errors(), self.engine.connect() as conn:
-            # One statement is its own transaction: no BEGIN and COMMIT trips.
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return (await conn.execute(statement, params)).all()
-
-    async def _update_then_events(
-        self, statement: Any, params: dict[str, Any], now_ms: int
+    async def _update_returning(
+        self, statement: tuple[TextClause, dict[str, Any]], now_ms: int
     ) -> dict[str, Job]:
-        """Run an UPDATE ... RETURNING and record a transition for each row it
-        changed, in one transaction (SQLite has no data-modifying CTE)."""
+        """Run an UPDATE ... RETURNING of `*_statement` and return the changed jobs
+        by id: on PostgreSQL one statement that also records their transitions,
+        in autocommit; on SQLite (no data-modifying CTE) the UPDATE and then the
+        events, in one transaction."""
+        if self._is_postgres:
+            rows = await self._autocommit(*statement)
+            return {r[0]: row_to_job(r) for r in rows}
         async with self.transaction() as tx:
-            jobs = {r[0]: row_to_job(r) for r in (await tx.conn.execute(statement, params)).all()}
+            rows = (await tx.conn.execute(*statement)).all()
+            jobs = {r[0]: row_to_job(r) for r in rows}
             events = [
                 _event_row(Transition(j.id, j.version, j.state, j.attempt, now_ms, ""))
                 for j in jobs.values()
@@ -513,6 +535,12 @@ class RunStore:
             if events:
                 await tx.conn.execute(run_events.insert(), events)
         return jobs
+
+    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
+        async with translate_errors(), self.engine.connect() as conn:
+            # One statement is its own transaction: no BEGIN and COMMIT trips.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return (await conn.execute(statement, params)).all()
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:
