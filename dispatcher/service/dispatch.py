@@ -11,6 +11,7 @@ job's state; a pick that SQL does not confirm is put back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -142,7 +143,8 @@ class Dispatcher:
     def late_notices(self) -> LateNotices:
         """Update notices published after the reply (see `LateNotices`)."""
         if self._late_notices is None:
-            self._late_notices = LateNotices(self.index.publish)
+            # `place` with no jobs only publishes the notices.
+            self._late_notices = LateNotices(functools.partial(self.index.place, []))
         return self._late_notices
 
     # ---- enqueue -------------------------------------------------------

@@ -157,11 +157,6 @@ class RedisIndex:
         async with translate_errors("place"):
             await self.scripts.pipeline(self.client, fill)
 
-    async def publish(self, notices: Sequence[Notice]) -> None:
-        """Announce changed jobs to StreamUpdates subscribers, and nothing else."""
-        async with translate_errors("publish"):
-            await self.scripts.pipeline(self.client, lambda pipe: self._notify(pipe, notices))
-
     async def forget(self, ns: str, queue: str, ids: Sequence[str]) -> None:
         """Drop ids from every structure of a queue (stale entries with no live SQL row)."""
         if not ids:
