@@ -58,9 +58,11 @@ class PostgresDatabase:
         admin = make_url(PG_ADMIN_URL)
         self.url = admin.set(database=self.name).render_as_string(hide_password=False)
 
-    def create(self) -> None:
+    def create(self, revision: str | None = "heads") -> None:
+        """Create the database and migrate it to `revision` (None: leave it empty)."""
         _in_thread(_admin_execute, f'CREATE DATABASE "{self.name}"')
-        _in_thread(upgrade, self.url)
+        if revision is not None:
+            _in_thread(upgrade, self.url, revision)
 
     def drop(self) -> None:
         _in_thread(_admin_execute, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextClause, text
 from sqlalchemy.types import TypeEngine
 
-from dispatcher.store.sql.tables import run_events, runs
+from dispatcher.store.sql.tables import KEYED, run_events, runs
 
 
 def _pg_array_type(sql_type: TypeEngine[Any]) -> str:
@@ -52,7 +52,7 @@ def _statement() -> TextClause:
     return text(
         f"WITH inserted AS ("
         f" INSERT INTO runs ({quoted}) SELECT * FROM unnest({arrays})"
-        f" ON CONFLICT (namespace, idempotency_key) DO NOTHING"
+        f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
         f" RETURNING id, version, state, attempt, created_at"
         f"), events AS ("
         f" INSERT INTO run_events ({EVENT_COLUMNS})"

@@ -14,7 +14,18 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, TextClause, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    String,
+    TextClause,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,7 +46,7 @@ from dispatcher.domain.models import (
 )
 from dispatcher.store.sql import pg_bulk, sqlite_bulk
 from dispatcher.store.sql.engine import is_sqlite
-from dispatcher.store.sql.tables import job_dependencies, run_events, runs, webhook_outbox
+from dispatcher.store.sql.tables import KEYED, job_dependencies, run_events, runs, webhook_outbox
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
 
@@ -354,7 +365,8 @@ class RunsTx:
             return {r.id for r in result.all()}
         if any(j.idempotency_key for j in jobs):
             stmt = sqlite.insert(runs).on_conflict_do_nothing(
-                index_elements=[runs.c.namespace, runs.c.idempotency_key]
+                index_elements=[runs.c.namespace, runs.c.idempotency_key],
+                index_where=text(KEYED),  # the unique index is partial
             )
             result = await self.conn.execute(stmt.returning(runs.c.id), rows)
             inserted = {r.id for r in result.all()}
