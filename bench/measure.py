@@ -8,7 +8,8 @@ The same phases for every system, against its own Redis database:
    short warm-up); these N jobs stay queued;
 2. drain: start W worker processes; every job's handler records itself
    (bench/probe.py); the rate is N / (last completion - first job start),
-   and every job index must have run exactly once;
+   and every job index must have run exactly once; the CPU each part of the
+   system spent per job over the same span is recorded too (bench/cpu.py);
 3. latency: with the workers idle, L jobs enqueued `interval` apart; each
    handler's start time minus the time just before its enqueue call;
 4. workers stopped, enqueue N jobs with the batch API, if there is one (they
@@ -36,7 +37,7 @@ from typing import Any
 
 import redis
 
-from bench import probe
+from bench import cpu, probe
 from bench.peers.base import Context, Peer
 from bench.report import NO_BATCH_API, NOT_MEASURED, SystemResult, percentile
 
@@ -94,11 +95,23 @@ async def phase_enqueue_single(peer: Peer, cfg: dict[str, Any], res: SystemResul
     res.details["enqueue_single_s"] = elapsed
 
 
+async def cpu_now(peer: Peer, r: redis.Redis) -> dict[str, float]:
+    """CPU seconds used so far by each part of the system (see bench/cpu.py)."""
+    parts = {"workers": cpu.tree_cpu_s(peer.worker_pids()), "redis": cpu.redis_cpu_s(r.info("cpu"))}
+    return parts | await peer.service_cpu_s()
+
+
 async def phase_drain(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: SystemResult) -> None:
     n = cfg["jobs"]
     spawned = time.time()
     peer.start_workers(cfg["workers"])
+    # CPU is counted from the first job's start, so that start-up is left out.
+    await wait_count(r, "drain", 1, cfg["drain_timeout"], peer)
+    started = int(r.get(probe.key("drain", "count")) or 0)
+    before = await cpu_now(peer, r)
     await wait_count(r, "drain", n, cfg["drain_timeout"], peer)
+    after = await cpu_now(peer, r)
+    res.details["drain_cpu_us_per_job"] = cpu.per_job_us(before, after, n - started)
     await asyncio.sleep(0.2)  # let a duplicate delivery, if any, show up in the count
     check_all_ran(r, "drain", n)
     first = float(r.get(probe.key("drain", "first")) or 0)

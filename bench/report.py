@@ -219,6 +219,28 @@ def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
     return [f"- {title}: {meta[k]}" for k, title in labels if meta.get(k)]
 
 
+CPU_PARTS = (("workers", "Workers"), ("redis", "Redis"), ("server", "Server"),
+             ("postgresql", "PostgreSQL"))  # fmt: skip
+
+
+def render_cpu_table(report: Report) -> list[str]:
+    """CPU microseconds per drained job by part of each system that recorded them
+    (bench.measure's `drain_cpu_us_per_job`); empty when none did."""
+    measured = [s for s in report.systems if s.details.get("drain_cpu_us_per_job")]
+    if not measured:
+        return []
+    lines = [
+        "| System | " + " | ".join(title for _, title in CPU_PARTS) + " | All |",
+        "|---|" + "--:|" * (len(CPU_PARTS) + 1),
+    ]
+    for s in measured:
+        parts = s.details["drain_cpu_us_per_job"]
+        cells = [f"{parts[k]:,.0f}" if k in parts else "—" for k, _ in CPU_PARTS]
+        name = s.name if s.kind == "peer" else f"**{s.name}**"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(parts.values()):,.0f} |")
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     table, notes = render_table(report)
     out = ["# Dispatcher benchmark", "", *_meta_lines(report.meta), "", *table, ""]
@@ -232,6 +254,17 @@ def render_markdown(report: Report) -> str:
     if report.vs_echo:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in report.vs_echo.items())
         out += ["", f"Single-call enqueue as a share of the bare gRPC echo rate: {shares}."]
+    cpu = render_cpu_table(report)
+    if cpu:
+        out += [
+            "",
+            "CPU per drained job (µs), from the first job's start to the last one's end: "
+            "the worker processes with their children, the Redis server (all of it), and "
+            "the dispatcher's server process and PostgreSQL backends. The benchmark's "
+            "handler, one Redis pipeline per job, is part of every system's workers.",
+            "",
+            *cpu,
+        ]
     if notes:
         out += ["", "Failures:", ""] + [f"{i}. {t}" for i, t in enumerate(notes, 1)]
     versions = report.meta.get("versions") or {}

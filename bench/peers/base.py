@@ -95,6 +95,15 @@ class Peer:
     def workers_alive(self) -> bool:
         return all(p.poll() is None for p in self._procs)
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes started (their children are found from them)."""
+        return [p.pid for p in self._procs]
+
+    async def service_cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by the system's own servers besides Redis and
+        its workers, by part (the dispatcher: its server and PostgreSQL)."""
+        return {}
+
 
 def spawn(
     argv: list[str], workdir: Path, label: str, env: dict[str, str] | None = None

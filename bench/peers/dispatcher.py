@@ -31,6 +31,7 @@ from typing import Protocol
 
 import grpc
 
+from bench.cpu import tree_cpu_s
 from bench.peers.base import Peer, spawn, stop_processes
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
@@ -227,6 +228,32 @@ async def start_server(
     return proc, f"127.0.0.1:{port}"
 
 
+async def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL server processes serving this database's connections (the
+    dispatcher's pool keeps its connections, so these are the same throughout a
+    phase). Only meaningful when PostgreSQL runs on this machine."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(database_url)
+    conn = await asyncpg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username,
+        password=u.password,
+        database=u.database,
+        timeout=10,
+    )
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
 # -- the peer -------------------------------------------------------------------
 
 
@@ -260,6 +287,13 @@ class DispatcherPeer(Peer):
         for start in range(0, n, size):
             bodies = [payload(tag, i, n) for i in range(start, min(n, start + size))]
             await self._producer.enqueue_many(tag, bodies)
+
+    async def service_cpu_s(self) -> dict[str, float]:
+        parts = {"server": tree_cpu_s([self._server.pid])}
+        db_url = self.ctx.options.get("database_url") or ""
+        if db_url.startswith("postgresql"):
+            parts["postgresql"] = tree_cpu_s(await backend_pids(db_url))
+        return parts
 
     def worker_commands(self, workers: int) -> list[list[str]]:
         return [

@@ -21,6 +21,7 @@ from bench.report import (
     fmt_ratio,
     percentile,
     ratios,
+    render_cpu_table,
     render_markdown,
     report_json,
     result_from_dict,
@@ -247,3 +248,27 @@ def test_scaling_markdown_renders_depth_rows_growth_and_throughput() -> None:
     assert "| 1 | 2 | 1,234 |" in md
     assert "| 2 | 4 producers, single Enqueue calls | 800 |" in md
     assert "- queue depth: RuntimeError: boom" in md
+
+
+def test_the_cpu_table_has_a_row_per_system_that_recorded_cpu_with_its_parts_and_sum() -> None:
+    huey = peer("huey", drain_per_s=1000)
+    huey.details["drain_cpu_us_per_job"] = {"workers": 300.4, "redis": 40.2}
+    disp = ours("disp", drain_per_s=900)
+    disp.details["drain_cpu_us_per_job"] = {
+        "workers": 500, "redis": 50, "server": 1200, "postgresql": 200,
+    }  # fmt: skip
+    echo = SystemResult("grpc-echo", "reference")
+
+    lines = render_cpu_table(build_report([huey, disp, echo], {}))
+
+    assert lines[0] == "| System | Workers | Redis | Server | PostgreSQL | All |"
+    assert lines[2:] == [
+        "| huey | 300 | 40 | — | — | 341 |",
+        "| **disp** | 500 | 50 | 1,200 | 200 | 1,950 |",
+    ]
+    assert "CPU per drained job" in render_markdown(build_report([huey, disp, echo], {}))
+
+
+def test_without_cpu_figures_there_is_no_cpu_table() -> None:
+    md = render_markdown(build_report(SYSTEMS_FIXTURE, {}))
+    assert "CPU per drained job" not in md
