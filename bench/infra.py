@@ -1,6 +1,7 @@
 """What the runners set up around the systems: throwaway PostgreSQL databases, arq's venv.
 
-Used by `bench.run` and `bench.scaling` (never by the measured processes).
+Used by `bench.run` and `bench.scaling`; of the measured processes, only the
+dispatcher's peer uses `pg_connect` (to find its database's backends).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench.peers.base import ROOT
 
@@ -23,22 +25,27 @@ ARQ_REQUIREMENT = "arq>=0.26,<1"
 # -- PostgreSQL -------------------------------------------------------------------
 
 
-def pg_execute(admin_url: str, sql: str) -> None:
-    """Run one statement on the admin database (asyncpg; CREATE/DROP DATABASE)."""
+async def pg_connect(url: str) -> Any:
+    """An asyncpg connection to the database a SQLAlchemy-style URL names."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    u = make_url(admin_url)
+    u = make_url(url)
+    return await asyncpg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username,
+        password=u.password,
+        database=u.database,
+        timeout=10,
+    )
+
+
+def pg_execute(admin_url: str, sql: str) -> None:
+    """Run one statement on the admin database (asyncpg; CREATE/DROP DATABASE)."""
 
     async def go() -> None:
-        conn = await asyncpg.connect(
-            host=u.host or "127.0.0.1",
-            port=u.port or 5432,
-            user=u.username,
-            password=u.password,
-            database=u.database,
-            timeout=10,
-        )
+        conn = await pg_connect(admin_url)
         try:
             await conn.execute(sql)
         finally:

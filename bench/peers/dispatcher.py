@@ -32,6 +32,7 @@ from typing import Protocol
 import grpc
 
 from bench.cpu import tree_cpu_s
+from bench.infra import pg_connect
 from bench.peers.base import Peer, spawn, stop_processes
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
@@ -232,18 +233,7 @@ async def backend_pids(database_url: str) -> list[int]:
     """The PostgreSQL server processes serving this database's connections (the
     dispatcher's pool keeps its connections, so these are the same throughout a
     phase). Only meaningful when PostgreSQL runs on this machine."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    u = make_url(database_url)
-    conn = await asyncpg.connect(
-        host=u.host or "127.0.0.1",
-        port=u.port or 5432,
-        user=u.username,
-        password=u.password,
-        database=u.database,
-        timeout=10,
-    )
+    conn = await pg_connect(database_url)
     try:
         rows = await conn.fetch(
             "SELECT pid FROM pg_stat_activity"
