@@ -13,6 +13,7 @@ column: they are found by primary key only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,13 +24,17 @@ def _values(
     name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> tuple[str, dict[str, Any]]:
     """`name(columns) AS (VALUES (...), ...)` and its parameters, `{name}_{row}_{column}`."""
-    params: dict[str, Any] = {}
-    tuples = []
-    for i, row in enumerate(rows):
-        names = [f"{name}_{i}_{j}" for j in range(len(columns))]
-        params.update(zip(names, row, strict=True))
-        tuples.append("(" + ", ".join(f":{n}" for n in names) + ")")
-    return f"{name}({', '.join(columns)}) AS (VALUES {', '.join(tuples)})", params
+    return _values_sql(name, tuple(columns), len(rows)), {
+        f"{name}_{i}_{j}": value for i, row in enumerate(rows) for j, value in enumerate(row)
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(name: str, columns: tuple[str, ...], n: int) -> str:
+    tuples = (
+        "(" + ", ".join(f":{name}_{i}_{j}" for j in range(len(columns))) + ")" for i in range(n)
+    )
+    return f"{name}({', '.join(columns)}) AS (VALUES {', '.join(tuples)})"
 
 
 def lease_queued(grants: Sequence[tuple[str, str]]) -> tuple[TextClause, dict[str, Any]]:
@@ -39,6 +44,13 @@ def lease_queued(grants: Sequence[tuple[str, str]]) -> tuple[TextClause, dict[st
     (None: each job's own), principal, queued, leased.
     """
     cte, params = _values("grants", ("id", "token"), grants)
+    return _lease_queued(cte), params
+
+
+@functools.lru_cache(maxsize=128)
+def _lease_queued(cte: str) -> TextClause:
+    """The statement for one VALUES list, built once per batch size: text()
+    parses every bind name, which cost as much as the UPDATE itself."""
     duration = "COALESCE(:duration, runs.lease_duration_ms)"
     return text(
         f"WITH {cte}"
@@ -53,7 +65,7 @@ def lease_queued(grants: Sequence[tuple[str, str]]) -> tuple[TextClause, dict[st
         f" AND NOT (runs.attempt = 0 AND runs.start_deadline_at IS NOT NULL"
         f" AND runs.start_deadline_at <= :now)"
         f" RETURNING *"
-    ), params
+    )
 
 
 def ack_held(acks: Sequence[tuple[str, str, bytes, str]]) -> tuple[TextClause, dict[str, Any]]:
@@ -64,6 +76,12 @@ def ack_held(acks: Sequence[tuple[str, str, bytes, str]]) -> tuple[TextClause, d
     succeeded, succeeded_reason.
     """
     cte, params = _values("acks", ("id", "token", "result", "result_content_type"), acks)
+    return _ack_held(cte), params
+
+
+@functools.lru_cache(maxsize=128)
+def _ack_held(cte: str) -> TextClause:
+    """As `_lease_queued`: built once per batch size."""
     return text(
         f"WITH {cte}"
         f" UPDATE runs SET state = :succeeded, terminal_reason = :succeeded_reason,"
@@ -77,4 +95,4 @@ def ack_held(acks: Sequence[tuple[str, str, bytes, str]]) -> tuple[TextClause, d
         f" AND runs.callback_url = ''"
         f" AND (:principal = '' OR runs.lease_principal = '' OR runs.lease_principal = :principal)"
         f" RETURNING *"
-    ), params
+    )
