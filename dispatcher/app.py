@@ -135,6 +135,29 @@ class Components:
         )
 
 
+# How long stopping waits for the background loops once they are cancelled.
+TASKS_STOP_WITHIN_S = 10.0
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], within_s: float) -> None:
+    """Cancel the background loops and wait for them, but not forever: a loop
+    that lost its cancellation (a client library can swallow one that arrives
+    with a message) would otherwise hang shutdown. One still running after
+    `within_s` is logged with where it stands and left behind."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=within_s)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: a loop that failed was logged where it failed
+    for task in pending:
+        frames = "; ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack())
+        logger.warning("background task %s did not stop within %.0fs (at %s)",
+                       task.get_name(), within_s, frames or "?")  # fmt: skip
+
+
 class DispatcherApp:
     """One running replica: server plus background loops."""
 
@@ -142,6 +165,7 @@ class DispatcherApp:
         self.settings = settings
         self._components = components
         self._tasks: list[asyncio.Task[None]] = []
+        self.tasks_stop_within_s = TASKS_STOP_WITHIN_S
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.health = health.aio.HealthServicer()
@@ -305,9 +329,7 @@ class DispatcherApp:
         await self._set_health(False)
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, self.tasks_stop_within_s)
         await c.dispatcher.late_notices.flush()  # before the owner closes Redis
 
     async def close(self) -> None:
