@@ -151,7 +151,9 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], within_s: float) -> None:
     done, pending = await asyncio.wait(tasks, timeout=within_s)
     for task in done:
         if not task.cancelled():
-            task.exception()  # retrieved: a loop that failed was logged where it failed
+            # Retrieved and dropped, as gather(return_exceptions=True) did before;
+            # unretrieved, asyncio would report it when the task is collected.
+            task.exception()
     for task in pending:
         frames = "; ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack())
         logger.warning("background task %s did not stop within %.0fs (at %s)",
