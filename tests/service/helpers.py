@@ -10,12 +10,37 @@ from dispatcher.app import Components
 from dispatcher.domain.models import (
     AckItem,
     GrantedLease,
+    Job,
     JobSpec,
+    JobState,
     LeaseRequest,
     NackItem,
     Priority,
     RetryPolicy,
 )
+
+
+def stored_job(job_id: str, **kw: Any) -> Job:
+    """A QUEUED job as a row of the runs table holds it, for tests that write
+    rows directly; `kw` overrides any field."""
+    fields: dict[str, Any] = dict(
+        id=job_id,
+        namespace="default",
+        queue="q",
+        type="t",
+        payload=b"{}",
+        content_type="application/json",
+        priority=Priority.DEFAULT,
+        metadata={},
+        state=JobState.QUEUED,
+        attempt=0,
+        max_attempts=3,
+        retry_policy=RetryPolicy(),
+        lease_duration_ms=30_000,
+        created_ms=1_000,
+        run_at_ms=1_000,
+    )
+    return Job(**(fields | kw))
 
 
 def spec(queue: str = "q", **kw: object) -> JobSpec:

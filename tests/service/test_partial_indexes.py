@@ -16,12 +16,13 @@ import pytest
 from alembic import command
 from sqlalchemy import select, text
 
-from dispatcher.domain.models import Job, JobState, Priority, RetryPolicy, TerminalReason
+from dispatcher.domain.models import Job, JobState, TerminalReason
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.migrate import alembic_config, upgrade
 from dispatcher.store.sql.runs import job_to_row
 from dispatcher.store.sql.tables import runs
 from tests.backends import PostgresDatabase
+from tests.service.helpers import stored_job
 
 PARTIAL = {
     "uq_runs_idempotency": "idempotency_key",
@@ -46,24 +47,7 @@ def blank_url(backend_name: str, tmp_path: Path) -> Iterator[str]:
 
 
 def _job(n: int, **kw: Any) -> Job:
-    fields: dict[str, Any] = dict(
-        id=f"01JOB{n:021d}",
-        namespace="default",
-        queue="q",
-        type="t",
-        payload=b"{}",
-        content_type="application/json",
-        priority=Priority.DEFAULT,
-        metadata={},
-        state=JobState.QUEUED,
-        attempt=0,
-        max_attempts=3,
-        retry_policy=RetryPolicy(),
-        lease_duration_ms=30_000,
-        created_ms=1_000,
-        run_at_ms=1_000,
-    )
-    return Job(**(fields | kw))
+    return stored_job(f"01JOB{n:021d}", **kw)
 
 
 EXISTING = [

@@ -44,7 +44,7 @@ from dispatcher.domain.models import (
     Transition,
     job_from_columns,
 )
-from dispatcher.store.sql import pg_bulk, sqlite_bulk
+from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.tables import KEYED, job_dependencies, run_events, runs, webhook_outbox
 
@@ -548,11 +548,11 @@ class RunStore:
                 await tx.conn.execute(run_events.insert(), events)
         return jobs
 
-    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
+    async def _autocommit(self, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
+        """Run one PostgreSQL statement as its own transaction (no BEGIN and
+        COMMIT trips) and return its rows, on asyncpg directly (`pg_driver`)."""
         async with translate_errors(), self.engine.connect() as conn:
-            # One statement is its own transaction: no BEGIN and COMMIT trips.
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return (await conn.execute(statement, params)).all()
+            return await pg_driver.fetch(conn, statement, params)
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:
