@@ -19,8 +19,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "admin_audit",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-                  autoincrement=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("at", sa.BigInteger(), nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("namespace", sa.String(128), nullable=False),

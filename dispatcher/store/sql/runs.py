@@ -361,7 +361,7 @@ class RunsTx:
             return set()
         rows = [job_to_row(j) for j in jobs]
         if self.conn.dialect.name == "postgresql":
-            result = await self.conn.execute(pg_bulk.INSERT_JOBS, pg_bulk.columns_of(rows))
+            result = await self.conn.execute(pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows))
             return {r.id for r in result.all()}
         if any(j.idempotency_key for j in jobs):
             stmt = sqlite.insert(runs).on_conflict_do_nothing(
@@ -523,7 +523,7 @@ class RunStore:
         return (PostgreSQL); elsewhere it inserts nothing and returns no ids."""
         if not jobs or not self.inserts_commit_alone:
             return set()
-        params = pg_bulk.columns_of([job_to_row(j) for j in jobs])
+        params = pg_bulk.rows_of([job_to_row(j) for j in jobs])
         with telemetry.span("sql.insert_committed"):
             return {r[0] for r in await self._autocommit(pg_bulk.INSERT_JOBS, params)}
 
