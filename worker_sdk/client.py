@@ -8,6 +8,7 @@ async with Client("127.0.0.1:50051") as client:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import uuid
@@ -323,4 +324,4 @@ def _key(r: JobRequest) -> str:
 def _enqueue_result(r: pb.EnqueueResult) -> Enqueued | DispatcherError:
     if r.HasField("error"):
         return error_for(code_from_int(r.error.code), r.error.message, r.error.reason)
-    return _convert.enqueued(r.job, r.created)
+    return Enqueued.converted_on_read(functools.partial(_convert.job, r.job), r.created)
