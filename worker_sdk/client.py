@@ -148,7 +148,7 @@ class Client:
             ResourceExhausted: the queue is full, even after retries.
         """
         request = JobRequest(queue, type, payload, options or JobOptions())
-        spec = _convert.job_spec(request, _key(request))
+        spec = _convert.job_spec(request, _key(request, uuid.uuid4().hex))
         if self._batch_window is not None:
             return await self._coalesced(spec)
         reply = await self._unary(
@@ -203,7 +203,10 @@ class Client:
         Each item succeeds or fails on its own (a failed item is returned as
         its DispatcherError, not raised); a call-wide failure raises.
         """
-        return await self._enqueue_specs([_convert.job_spec(r, _key(r)) for r in requests])
+        call = uuid.uuid4().hex  # one random part per call: the items' keys differ by index
+        return await self._enqueue_specs(
+            [_convert.job_spec(r, _key(r, f"{call}-{i}")) for i, r in enumerate(requests)]
+        )
 
     async def _enqueue_specs(self, specs: list[jpb.JobSpec]) -> list[Enqueued | DispatcherError]:
         """`enqueue_many` for specs already converted."""
@@ -315,10 +318,12 @@ class Client:
         return job
 
 
-def _key(r: JobRequest) -> str:
-    """The request's idempotency key, or a fresh one that its retries will reuse."""
+def _key(r: JobRequest, fresh: str) -> str:
+    """The request's idempotency key, or `sdk:<fresh>`, which its retries reuse
+    (`fresh` is unique to this request: random, or a call's random part and
+    the request's index in it)."""
     key = r.options.idempotency_key
-    return key if key is not None else f"sdk:{uuid.uuid4().hex}"
+    return key if key is not None else f"sdk:{fresh}"
 
 
 def _enqueue_result(r: pb.EnqueueResult) -> Enqueued | DispatcherError:

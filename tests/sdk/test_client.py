@@ -100,6 +100,19 @@ async def test_enqueue_many_returns_one_result_per_request_in_order(client: Clie
     assert all(r.created for r in ok)
 
 
+async def test_identical_requests_without_keys_each_make_their_own_job_within_and_across_calls(
+    client: Client,
+) -> None:
+    same = [JobRequest("q", "t", {"i": 1})] * 3
+    results = [r for _ in range(2) for r in await client.enqueue_many(same)]
+
+    assert all(isinstance(r, Enqueued) and r.created for r in results)
+    jobs = [r.job for r in results if isinstance(r, Enqueued)]
+    keys = {j.idempotency_key for j in jobs}
+    assert len({j.id for j in jobs}) == len(keys) == 6
+    assert all(k.startswith("sdk:") for k in keys)
+
+
 async def test_enqueue_many_with_one_bad_request_returns_its_error_instead_of_raising(
     client: Client,
 ) -> None:
