@@ -18,9 +18,9 @@ Failures keep their meaning. A broken connection is closed and handed to
 SQLAlchemy: one statement through it makes SQLAlchemy see the disconnect and
 do what it does for every other statement, invalidate the connection and
 every pooled one opened before it (no pre-ping: see engine.py), so only the
-first call after the database dropped its connections fails. Errors leave as SQLAlchemy's, for
-`runs.translate_errors` to map: a unique violation as `IntegrityError`,
-anything else as a `DBAPIError`.
+first call after the database dropped its connections fails. Errors leave as
+SQLAlchemy's, for `runs.translate_errors` to map: a unique violation as
+`IntegrityError`, anything else as a `DBAPIError`.
 """
 
 from __future__ import annotations
