@@ -57,3 +57,26 @@ def test_every_terminal_reason_maps_to_a_distinct_proto_value() -> None:
     assert sorted(convert.REASON_TO_PROTO.values()) == sorted(
         v.number for v in jpb.TerminalReason.DESCRIPTOR.values
     )
+
+
+def test_a_spec_with_only_queue_and_type_converts_to_the_domain_defaults() -> None:
+    from dispatcher.domain.models import JobSpec
+
+    assert convert.to_domain_spec(jpb.JobSpec(queue="q", type="t")) == JobSpec(queue="q", type="t")
+
+
+def test_a_spec_with_maps_lists_and_durations_set_converts_each_of_them() -> None:
+    spec = convert.to_domain_spec(
+        jpb.JobSpec(
+            queue="q",
+            type="t",
+            metadata={"team": "a"},
+            depends_on=["01JDEP0000000000000000001"],
+            lease_duration={"seconds": 2, "nanos": 500_000_000},
+        )
+    )
+    assert (spec.metadata, spec.depends_on, spec.lease_duration_ms) == (
+        {"team": "a"},
+        ["01JDEP0000000000000000001"],
+        2_500,
+    )
