@@ -67,6 +67,21 @@ class PostgresDatabase:
     def drop(self) -> None:
         _in_thread(_admin_execute, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
+    async def drop_connections(self) -> int:
+        """Terminate every connection to this database (as a restart would);
+        return how many there were."""
+        admin = await pg_connect(PG_ADMIN_URL)
+        try:
+            return int(
+                await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    self.name,
+                )
+            )
+        finally:
+            await admin.close()
+
 
 def _in_thread(fn: Any, *args: Any) -> None:
     """Run blocking setup that owns its own event loop, even from inside a running one."""
@@ -74,19 +89,24 @@ def _in_thread(fn: Any, *args: Any) -> None:
         pool.submit(fn, *args).result()
 
 
+async def pg_connect(url: str) -> Any:
+    """An asyncpg connection to the database a SQLAlchemy-style URL names."""
+    u = make_url(url)
+    return await asyncpg.connect(
+        host=u.host,
+        port=u.port or 5432,
+        user=u.username,
+        password=u.password,
+        database=u.database,
+        timeout=5,
+    )
+
+
 def _admin_execute(sql: str) -> None:
     """Run one statement on the admin database (asyncpg, in its own event loop)."""
 
     async def run() -> None:
-        u = make_url(PG_ADMIN_URL)
-        conn = await asyncpg.connect(
-            host=u.host,
-            port=u.port or 5432,
-            user=u.username,
-            password=u.password,
-            database=u.database,
-            timeout=5,
-        )
+        conn = await pg_connect(PG_ADMIN_URL)
         try:
             await conn.execute(sql)
         finally:

@@ -195,8 +195,8 @@ def to_proto_job(j: m.Job) -> jpb.Job:
     return msg
 
 
-# The Job fields `to_proto_job` reads, but for those `JobMessages` sets per job.
-_OWN = ("id", "payload", "idempotency_key")
+# The Job fields `to_proto_job` reads, but for the three `JobMessages` sets
+# per job (id, payload, idempotency_key).
 _SHAPE = operator.attrgetter(
     *(
         "namespace queue type content_type priority state attempt max_attempts"

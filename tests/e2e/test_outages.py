@@ -8,10 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.backends import Backend, PostgresDatabase, selected_backends
 from tests.e2e.conftest import DispatcherProcess, RedisServer, Stack, free_port
@@ -87,18 +85,7 @@ async def test_after_the_database_drops_every_connection_at_most_one_call_fails_
     async with grpc.aio.insecure_channel(d.address) as ch:
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
         await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="q", type="t")))
-        u = make_url(postgres.url)
-        admin = await asyncpg.connect(
-            host=u.host, port=u.port or 5432, user=u.username, database="postgres"
-        )
-        try:
-            killed = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                postgres.name,
-            )
-        finally:
-            await admin.close()
+        killed = await postgres.drop_connections()
         assert killed >= 1
         # No pre-ping: the first call that meets a dead connection fails, retryably,
         # and the pool then replaces every connection opened before it.

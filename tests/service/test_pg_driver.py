@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.ids import JobIdGenerator
@@ -38,23 +36,6 @@ async def runs(postgres: PostgresDatabase) -> AsyncIterator[RunStore]:
         await store.dispose()
 
 
-async def drop_every_connection(database: str, url: str) -> int:
-    u = make_url(url)
-    admin = await asyncpg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, database="postgres"
-    )
-    try:
-        return int(
-            await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
-        )
-    finally:
-        await admin.close()
-
-
 async def test_a_statement_that_inserts_returns_the_rows_it_inserted(runs: RunStore) -> None:
     jobs = [new_job(), new_job()]
 
@@ -75,7 +56,7 @@ async def test_after_the_database_drops_every_pooled_connection_only_the_first_s
 ) -> None:
     # Three statements at once open three pooled connections.
     await asyncio.gather(*(runs.insert_committed([new_job()]) for _ in range(3)))
-    assert await drop_every_connection(postgres.name, postgres.url) >= 3
+    assert await postgres.drop_connections() >= 3
 
     with pytest.raises(Unavailable):
         await runs.insert_committed([new_job()])

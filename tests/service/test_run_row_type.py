@@ -5,21 +5,15 @@ in. A column added to runs without the type fails here."""
 
 from __future__ import annotations
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
 from dispatcher.store.sql import pg_bulk
 from dispatcher.store.sql.tables import runs
-from tests.backends import PostgresDatabase
+from tests.backends import PostgresDatabase, pg_connect
 
 
 async def test_the_run_row_type_has_every_column_of_runs_in_order_with_its_type(
     postgres: PostgresDatabase,
 ) -> None:
-    u = make_url(postgres.url)
-    conn = await asyncpg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, database=u.database
-    )
+    conn = await pg_connect(postgres.url)
     try:
         attributes = await conn.fetch(
             "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute"
