@@ -202,8 +202,9 @@ class Dispatcher:
                 runnable, now, [(j.id, j.namespace, j.queue, j.version) for j in created]
             )
         )
-        for queue in {(j.namespace, j.queue) for j in created if j.state is JobState.QUEUED}:
-            self.waiters.notify(queue)
+        ready = Counter((j.namespace, j.queue) for j in created if j.state is JobState.QUEUED)
+        for queue, n in ready.items():
+            self.waiters.notify(queue, n)
         for (q_ns, q_name), n in Counter((j.namespace, j.queue) for j in created).items():
             telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])
@@ -426,8 +427,9 @@ class Dispatcher:
                 {"namespace": ns},
                 retry_after_ms=1000,
             )
-        while True:
-            with self.waiters.waiting(refs) as woken:
+        with self.waiters.waiting(refs) as woken:
+            while True:
+                woken.clear()  # a wake-up from here on calls for another look
                 granted = await self._lease_once(ns, req.worker_id, queues, max_jobs, duration)
                 remaining = deadline - time.monotonic()
                 if granted or remaining <= 0 or self.state.draining.is_set():

@@ -20,13 +20,16 @@ async def listen_forever(
 ) -> None:
     """Dispatch pub/sub messages until draining; resubscribe after a Redis failure."""
     wake, updates = index.keys.wake_channel(), index.keys.updates_channel()
+    own = index.origin
     backoff = 0.1
     while not state.draining.is_set():
         try:
             async for channel, message in index.listen([wake, updates]):
                 backoff = 0.1
                 if channel == wake:
-                    waiters.notify(Keys.split_ref(message))
+                    queue, origin, count = Keys.split_wake(message)
+                    if origin != own:  # our own enqueue woke our waiters already
+                        waiters.notify(queue, count)
                 elif channel == updates:
                     hub.on_message(message)
         except Unavailable:

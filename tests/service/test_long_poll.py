@@ -11,7 +11,8 @@ import pytest
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.models import JobState, LeaseRequest
-from dispatcher.service import listener
+from dispatcher.service import dispatch, listener
+from dispatcher.store.redis.keys import Keys
 from tests.backends import Backend
 from tests.service.helpers import lease, spec
 
@@ -96,3 +97,67 @@ async def test_a_long_poll_cancelled_while_leasing_gives_its_jobs_back_at_once(
     assert (back.state, back.attempt) == (JobState.QUEUED, 0)
     (again,) = await lease(replica)
     assert again.job.id == job.id
+
+
+async def _through_the_subscription(c: Components) -> None:
+    """Return once this replica's listener has handled a wake-up published now, and
+    so every message published before it (one subscription delivers in order)."""
+    sentinel = ("default", "sentinel")
+    with c.waiters.waiting([sentinel]) as seen:
+        while not seen.is_set():  # published again until the subscription is live
+            await c.index.client.publish(c.index.keys.wake_channel(), Keys.queue_ref(*sentinel))
+            try:
+                await asyncio.wait_for(seen.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
+
+
+async def test_one_new_job_wakes_one_of_sixteen_waiting_polls_and_its_echo_wakes_none(
+    replica: Components,
+) -> None:
+    c = replica
+    listening = asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state))
+    looks = 0
+    real_lease = c.index.lease
+
+    async def counted_lease(*args: Any, **kwargs: Any) -> Any:  # counts lease scripts run
+        nonlocal looks
+        looks += 1
+        return await real_lease(*args, **kwargs)
+
+    c.index.lease = counted_lease  # type: ignore[method-assign]
+    polls = [asyncio.create_task(lease(c, worker=f"w{i}", wait_ms=60_000)) for i in range(16)]
+    try:
+        while looks < 16:  # each poll has looked once and is parked
+            await asyncio.sleep(0.01)
+        await _through_the_subscription(c)
+        looks = 0
+        job = (await c.dispatcher.enqueue("", spec())).job
+        done, pending = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
+        await _through_the_subscription(c)  # the enqueue's own wake-up has come back
+        await _through_the_subscription(c)  # and a poll it woke would have looked by now
+        assert [g.job.id for g in done.pop().result()] == [job.id]
+        assert (looks, len(pending)) == (1, 15)
+    finally:
+        c.state.start_draining()
+        await asyncio.gather(*polls)
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+
+
+async def test_a_woken_poll_that_goes_away_before_looking_passes_the_job_on(
+    replica: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "RECHECK_S", 60.0)  # no backstop look within the test
+    first = asyncio.create_task(lease(replica, worker="w1", wait_ms=60_000))
+    while replica.waiters.count() < 1:
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(lease(replica, worker="w2", wait_ms=60_000))
+    while replica.waiters.count() < 2:
+        await asyncio.sleep(0.01)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    first.cancel()  # the longest waiting poll was woken, and its worker went away
+    (granted,) = await asyncio.wait_for(second, timeout=30)
+    assert granted.job.id == job.id
+    with pytest.raises(asyncio.CancelledError):
+        await first

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -65,6 +66,9 @@ class RedisIndex:
         self.client = client
         self.keys = keys
         self.scripts = Scripts.register(client)
+        # Names this replica in its enqueue wake-ups, so that its listener can skip
+        # them: the enqueue already woke the local waiters (see `enqueue`).
+        self.origin = secrets.token_hex(6)
 
     def _queue_keys(self, ns: str, q: str) -> list[str]:
         """The keys of place.lua and remove.lua."""
@@ -83,12 +87,16 @@ class RedisIndex:
             pipe.publish(self.keys.updates_channel(), payload)
 
     async def enqueue(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
-        """Index newly inserted jobs and announce them."""
+        """Index newly inserted jobs and announce them.
+
+        The wake-up names this replica (`origin`): the caller wakes local waiters
+        itself, and other replicas wake as many as there are jobs made ready."""
 
         def fill(pipe: Any) -> None:
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
-                args: list[Any] = [now_ms, self.keys.wake_channel(), ref]
+                wake = Keys.wake_prefix(ns, q, self.origin)
+                args: list[Any] = [now_ms, self.keys.wake_channel(), wake]
                 for j in group:
                     args += [j.id, int(j.priority), j.run_at_ms, j.concurrency_key]
                 keys = [

@@ -18,7 +18,8 @@ Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
     P:{N}:quota       HASH  tokens, ts: namespace N's enqueue-rate bucket
     P:index:built     STRING present once the index has been built from SQL
     P:index:rebuild   STRING lock held by the replica rebuilding the index
-    P:wake            channel: "T" when a queue gains ready jobs
+    P:wake            channel: when a queue gains ready jobs, "T" (anyone may look),
+                      or "T R N" from an enqueue by replica R that made N jobs ready
     P:updates         channel: JSON list of [job id, namespace, queue, version]
 
 The `{T}` hash tag puts one queue's keys in one cluster slot, so each Lua
@@ -49,6 +50,18 @@ class Keys:
     def split_ref(ref: str) -> tuple[str, str]:
         namespace, _, queue = ref.partition("/")
         return namespace, queue
+
+    @staticmethod
+    def wake_prefix(namespace: str, queue: str, origin: str) -> str:
+        """The start of an enqueue's wake-up; enqueue.lua appends how many jobs it made ready."""
+        return f"{namespace}/{queue} {origin} "
+
+    @staticmethod
+    def split_wake(message: str) -> tuple[tuple[str, str], str, int | None]:
+        """(queue, origin replica or "", jobs made ready or None for "any number")."""
+        ref, _, rest = message.partition(" ")
+        origin, _, count = rest.partition(" ")
+        return Keys.split_ref(ref), origin, int(count) if count.isdigit() else None
 
     def _queue_key(self, namespace: str, queue: str, kind: str) -> str:
         return f"{self.prefix}:{{{namespace}/{queue}}}:{kind}"

@@ -1,8 +1,9 @@
 -- enqueue: index new jobs of one queue as ready or scheduled.
 -- KEYS[1] ready ZSET, KEYS[2] scheduled ZSET, KEYS[3] job -> concurrency key HASH
--- ARGV[1] now (ms), ARGV[2] wake channel, ARGV[3] wake message (the queue ref),
+-- ARGV[1] now (ms), ARGV[2] wake channel, ARGV[3] start of the wake message ("T R "),
 -- ARGV[4..] quadruples: job id, priority rank, run_at (ms), concurrency key ("" for none)
--- Returns the number of jobs made ready; publishes one wake-up if any.
+-- Returns the number of jobs made ready; publishes one wake-up if any, ending in
+-- that number, so that each replica wakes as many waiters as there are jobs.
 local now = tonumber(ARGV[1])
 local ready = 0
 for i = 4, #ARGV, 4 do
@@ -18,6 +19,6 @@ for i = 4, #ARGV, 4 do
   end
 end
 if ready > 0 then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  redis.call('PUBLISH', ARGV[2], ARGV[3] .. ready)
 end
 return ready
