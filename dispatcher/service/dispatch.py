@@ -56,7 +56,7 @@ from dispatcher.service.late_notices import LateNotices
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.state import ServingState
-from dispatcher.service.wakeups import Waiters
+from dispatcher.service.wakeups import Waiter, Waiters
 from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
 from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, RunsTx
@@ -427,14 +427,19 @@ class Dispatcher:
                 {"namespace": ns},
                 retry_after_ms=1000,
             )
-        with self.waiters.waiting(refs) as woken:
+        with self.waiters.waiting(refs) as waiter:
+            first = True
             while True:
-                woken.clear()  # a wake-up from here on calls for another look
-                granted = await self._lease_once(ns, req.worker_id, queues, max_jobs, duration)
+                # The first look and each backstop look cover every queue; a look
+                # after wake-ups, only the queues woken (in the order asked).
+                woken = set(waiter.take())
+                look_at = [q for q in queues if first or not woken or (ns, q) in woken]
+                first = False
+                granted = await self._lease_once(ns, req.worker_id, look_at, max_jobs, duration)
                 remaining = deadline - time.monotonic()
                 if granted or remaining <= 0 or self.state.draining.is_set():
                     return granted
-                await _wait_any(woken, self.state.draining, min(remaining, RECHECK_S))
+                await _wait_any(waiter, self.state.draining, min(remaining, RECHECK_S))
 
     def _check_lease_request(self, req: LeaseRequest) -> tuple[str, list[str], int, int | None]:
         ns = validation.namespace(req.namespace)
@@ -802,7 +807,7 @@ def _next_run(job: Job) -> int | None:
     return job.run_at_ms if job.state in (JobState.SCHEDULED, JobState.QUEUED) else None
 
 
-async def _wait_any(a: asyncio.Event, b: asyncio.Event, seconds: float) -> None:
+async def _wait_any(a: Waiter, b: asyncio.Event, seconds: float) -> None:
     waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
     try:
         await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

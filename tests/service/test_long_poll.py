@@ -161,3 +161,21 @@ async def test_a_woken_poll_that_goes_away_before_looking_passes_the_job_on(
     assert granted.job.id == job.id
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_a_poll_woken_for_one_of_its_queues_looks_there_only(replica: Components) -> None:
+    looked_at: list[str] = []
+    real_lease = replica.index.lease
+
+    async def recorded_lease(ns: str, queue: str, *args: Any) -> Any:
+        looked_at.append(queue)
+        return await real_lease(ns, queue, *args)
+
+    replica.index.lease = recorded_lease  # type: ignore[method-assign,assignment]
+    poll = asyncio.create_task(lease(replica, queues=["a", "b", "c"], wait_ms=60_000))
+    while len(looked_at) < 3:  # the first look covers every queue
+        await asyncio.sleep(0.01)
+    assert looked_at == ["a", "b", "c"]
+    job = (await replica.dispatcher.enqueue("", spec(queue="b"))).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert (granted.job.id, looked_at) == (job.id, ["a", "b", "c", "b"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from contextlib import ExitStack
 
-import pytest
-
 from dispatcher.service.wakeups import Waiters
 from dispatcher.store.redis.keys import Keys
 
@@ -43,13 +41,34 @@ async def test_no_count_wakes_every_waiter_of_the_queue_only() -> None:
 
 async def test_a_waiter_that_leaves_woken_passes_the_wake_up_on() -> None:
     waiters = Waiters()
-    with waiters.waiting([Q]) as staying:
-        with waiters.waiting([OTHER, Q]) as leaving:
-            waiters.notify(OTHER, 1)
-            assert (leaving.is_set(), staying.is_set()) == (True, False)
-        # `leaving` ended without looking again: a waiter of its queues owes the look.
-        assert staying.is_set()
+    leaving_block = waiters.waiting([OTHER, Q])
+    leaving = leaving_block.__enter__()  # the longest waiting
+    with waiters.waiting([Q]) as staying, waiters.waiting([OTHER]) as elsewhere:
+        waiters.notify(Q, 1)
+        assert (leaving.is_set(), staying.is_set()) == (True, False)
+        leaving_block.__exit__(None, None, None)
+        # It ended without looking again: a waiter of the queue it was woken for
+        # owes the look now, and nobody is woken for its other queue.
+        assert (staying.take(), elsewhere.is_set()) == ([Q], False)
     assert waiters.count() == 0
+
+
+async def test_more_jobs_than_unwoken_waiters_send_the_woken_ones_to_that_queue_too() -> None:
+    waiters = Waiters()
+    with waiters.waiting([OTHER, Q]) as only:
+        waiters.notify(OTHER, 1)
+        waiters.notify(Q, 1)  # no unwoken waiter is left for it
+        assert only.take() == [OTHER, Q]
+
+
+async def test_a_waiter_takes_the_queues_woken_since_its_last_look_once() -> None:
+    waiters = Waiters()
+    with waiters.waiting([Q, OTHER]) as waiter:
+        waiters.notify(OTHER)
+        assert (waiter.is_set(), waiter.take()) == (True, [OTHER])
+        assert (waiter.is_set(), waiter.take()) == (False, [])
+        waiters.notify_all()
+        assert waiter.take() == [Q, OTHER]
 
 
 async def test_a_waiter_that_leaves_unwoken_wakes_nobody() -> None:
@@ -62,11 +81,14 @@ async def test_a_waiter_that_leaves_unwoken_wakes_nobody() -> None:
 
 async def test_a_waiter_failing_woken_passes_the_wake_up_on() -> None:
     waiters = Waiters()
+    failing_block = waiters.waiting([Q])
+    failing = failing_block.__enter__()  # the longest waiting
     with waiters.waiting([Q]) as staying:
-        with pytest.raises(asyncio.CancelledError), waiters.waiting([Q]):
-            waiters.notify(Q, 1)
-            raise asyncio.CancelledError
-        assert staying.is_set()
+        waiters.notify(Q, 1)
+        assert (failing.is_set(), staying.is_set()) == (True, False)
+        error = asyncio.CancelledError()
+        swallowed = failing_block.__exit__(type(error), error, None)
+        assert (swallowed, staying.take()) == (False, [Q])
 
 
 def test_an_enqueue_wake_up_names_its_queue_replica_and_count() -> None:
