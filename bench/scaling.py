@@ -276,6 +276,7 @@ class Scaling:
                 row: dict[str, Any] = {"depth": depth}
                 row.update(await d.fill_to(depth))
                 row.update(await d.storage(baseline, depth))  # before the operations add rows
+                row["settle_s"] = await d.settle()
                 row["grpc"] = await d.grpc_costs(replica.address, self.ops, replica.cpu_s)
                 row["service"] = await d.service_costs(self.ops)
                 rss, peak = replica.memory_mb()

@@ -132,7 +132,9 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         "replica process's user+system time per call. In-process figures call the service "
         "layer directly (no gRPC). The last row divides the deepest queue's figure by the "
         "shallowest's: flat (O(log n)) stays near 1. An empty Lease(1) answer, with jobs in "
-        "the queue, means the job it picked was stale in the index (see bench/README.md).",
+        "the queue, means the job it picked was stale in the index (see bench/README.md). "
+        "Each depth is measured after `VACUUM (ANALYZE)` of `runs` and `run_events`, so that "
+        "autovacuum, which a large fill sets off, does not run inside the measurements.",
         "",
         "## Memory by queue depth",
         "",

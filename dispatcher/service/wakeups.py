@@ -1,9 +1,9 @@
 """Wake-ups for long-polling Lease calls.
 
-Every waiting Lease registers an event under each queue it polls. A queue
-gaining ready jobs sets those events: directly when this replica enqueued,
-and through the Redis wake channel (published by the enqueue and place
-scripts) when another replica did.
+Every waiting Lease registers one `Waiter` under each queue it polls. A queue
+gaining ready jobs wakes them: directly when this replica enqueued, and
+through the Redis wake channel (published by the enqueue and place scripts)
+when another replica did.
 
 An enqueue of n jobs wakes n waiters, not all of them: with many idle workers,
 waking all made every one of them run a lease script for each job, and all
