@@ -44,7 +44,7 @@ from dispatcher.domain.models import (
     Transition,
     job_from_columns,
 )
-from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk
+from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk, sqlite_driver
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.tables import KEYED, job_dependencies, run_events, runs, webhook_outbox
 
@@ -533,19 +533,22 @@ class RunStore:
         """Run an UPDATE ... RETURNING of `*_statement` and return the changed jobs
         by id: on PostgreSQL one statement that also records their transitions,
         in autocommit; on SQLite (no data-modifying CTE) the UPDATE and then the
-        events, in one transaction."""
+        events, in one transaction on the driver itself (`sqlite_driver`)."""
         if self._is_postgres:
             rows = await self._autocommit(*statement)
             return {r[0]: row_to_job(r) for r in rows}
-        async with self.transaction() as tx:
-            rows = (await tx.conn.execute(*statement)).all()
-            jobs = {r[0]: row_to_job(r) for r in rows}
-            events = [
+        jobs: dict[str, Job] = {}
+
+        def events_of(rows: Sequence[Any]) -> list[dict[str, Any]]:
+            jobs.update((r[0], row_to_job(r)) for r in rows)
+            return [
                 _event_row(Transition(j.id, j.version, j.state, j.attempt, now_ms, ""))
                 for j in jobs.values()
             ]
-            if events:
-                await tx.conn.execute(run_events.insert(), events)
+
+        assert self._write_lock is not None  # SQLite
+        async with translate_errors(), self._write_lock, self.engine.connect() as conn:
+            await sqlite_driver.update_returning(conn, *statement, events_of)
         return jobs
 
     async def _autocommit(self, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:

@@ -1,0 +1,123 @@
+"""SQLite's plain Lease and Ack run on aiosqlite directly (store/sql/sqlite_driver.py).
+
+They commit what they return, roll back everything else on any failure, and
+never leave a transaction open on a pooled connection: SQLite has one writer,
+so a forgotten transaction would stop every later write. SQLite only: the path
+exists on no other backend (the embedded backend's other tests run it too).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import TextClause
+
+from dispatcher.domain.ids import JobIdGenerator, new_lease_token
+from dispatcher.domain.models import Job, JobState
+from dispatcher.store.sql import sqlite_driver
+from dispatcher.store.sql.engine import create_engine
+from dispatcher.store.sql.migrate import upgrade_async
+from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore
+from tests.service.helpers import stored_job
+
+NOW = 1_700_000_000_000
+_ids = JobIdGenerator()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[tuple[RunStore, Path]]:
+    path = tmp_path / "dispatcher.db"
+    url = f"sqlite:///{path}"
+    await upgrade_async(url)
+    store = RunStore(create_engine(url))
+    try:
+        yield store, path
+    finally:
+        await store.dispose()
+
+
+async def _queued(runs: RunStore) -> Job:
+    job = stored_job(_ids.new(NOW), queue="q", created_ms=NOW, run_at_ms=NOW)
+    async with runs.transaction() as tx:
+        await tx.insert([job])
+    return job
+
+
+def _seen_elsewhere(path: Path, job_id: str) -> tuple[Any, list[Any]]:
+    """The job's state and events as another connection sees them (committed only)."""
+    other = sqlite3.connect(path)
+    try:
+        state = other.execute("SELECT state FROM runs WHERE id = ?", (job_id,)).fetchone()[0]
+        events = other.execute(
+            "SELECT version, state FROM run_events WHERE job_id = ? ORDER BY version", (job_id,)
+        ).fetchall()
+        return state, events
+    finally:
+        other.close()
+
+
+async def test_a_lease_and_an_ack_are_committed_with_their_events(
+    db: tuple[RunStore, Path],
+) -> None:
+    runs, path = db
+    job = await _queued(runs)
+    token = new_lease_token(job.id)
+    leased = await runs.lease_queued("default", [(job.id, token)], "w", NOW, None, "")
+    assert _seen_elsewhere(path, job.id) == ("leased", [(1, "queued"), (2, "leased")])
+    acked = await runs.ack_held(
+        "default", [AckHeld(job.id, token, b"ok", "text/plain")], NOW + 1, ""
+    )
+    assert (leased[job.id].state, acked[job.id].state) == (JobState.LEASED, JobState.SUCCEEDED)
+    assert _seen_elsewhere(path, job.id) == (
+        "succeeded",
+        [(1, "queued"), (2, "leased"), (3, "succeeded")],
+    )
+
+
+async def test_a_failed_events_insert_undoes_the_update_and_frees_the_writer(
+    db: tuple[RunStore, Path],
+) -> None:
+    runs, path = db
+    job = await _queued(runs)
+    # An event already holding the version the lease will write makes its insert collide.
+    other = sqlite3.connect(path)
+    other.execute(
+        "INSERT INTO run_events (job_id, version, state, attempt, at, error)"
+        " VALUES (?, 2, 'leased', 1, 0, '')",
+        (job.id,),
+    )
+    other.commit()
+    with pytest.raises(DuplicateKey):
+        await runs.lease_queued("default", [(job.id, new_lease_token(job.id))], "w", NOW, None, "")
+    assert _seen_elsewhere(path, job.id)[0] == "queued"
+    other.execute("DELETE FROM run_events WHERE job_id = ? AND version = 2", (job.id,))
+    other.commit()  # would wait out the busy timeout if a transaction were left open
+    other.close()
+    leased = await runs.lease_queued(
+        "default", [(job.id, new_lease_token(job.id))], "w", NOW, None, ""
+    )
+    assert leased[job.id].state is JobState.LEASED
+
+
+async def test_an_error_between_the_statements_rolls_back(db: tuple[RunStore, Path]) -> None:
+    runs, path = db
+    job = await _queued(runs)
+    statement, params = runs.lease_queued_statement(
+        "default", [(job.id, new_lease_token(job.id))], "w", NOW, None, ""
+    )
+    assert isinstance(statement, TextClause)
+
+    def events_of(rows: Sequence[Any]) -> list[dict[str, Any]]:
+        raise RuntimeError("the caller failed after the UPDATE")
+
+    async with runs.engine.connect() as conn:
+        with pytest.raises(RuntimeError):
+            await sqlite_driver.update_returning(conn, statement, params, events_of)
+        # The pooled connection has no transaction left open.
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None and not raw.in_transaction
+    assert _seen_elsewhere(path, job.id) == ("queued", [(1, "queued")])
