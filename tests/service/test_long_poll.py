@@ -112,32 +112,37 @@ async def _through_the_subscription(c: Components) -> None:
                 pass
 
 
+def _record_looks(c: Components) -> list[str]:
+    """The queue of every lease script the replica runs from now on, in order."""
+    looked_at: list[str] = []
+    real_lease = c.index.lease
+
+    async def recorded_lease(ns: str, queue: str, *args: Any) -> Any:
+        looked_at.append(queue)
+        return await real_lease(ns, queue, *args)
+
+    c.index.lease = recorded_lease  # type: ignore[method-assign,assignment]
+    return looked_at
+
+
 async def test_one_new_job_wakes_one_of_sixteen_waiting_polls_and_its_echo_wakes_none(
     replica: Components,
 ) -> None:
     c = replica
     listening = asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state))
-    looks = 0
-    real_lease = c.index.lease
-
-    async def counted_lease(*args: Any, **kwargs: Any) -> Any:  # counts lease scripts run
-        nonlocal looks
-        looks += 1
-        return await real_lease(*args, **kwargs)
-
-    c.index.lease = counted_lease  # type: ignore[method-assign]
+    looks = _record_looks(c)
     polls = [asyncio.create_task(lease(c, worker=f"w{i}", wait_ms=60_000)) for i in range(16)]
     try:
-        while looks < 16:  # each poll has looked once and is parked
+        while len(looks) < 16:  # each poll has looked once and is parked
             await asyncio.sleep(0.01)
         await _through_the_subscription(c)
-        looks = 0
+        looks.clear()
         job = (await c.dispatcher.enqueue("", spec())).job
         done, pending = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
         await _through_the_subscription(c)  # the enqueue's own wake-up has come back
         await _through_the_subscription(c)  # and a poll it woke would have looked by now
         assert [g.job.id for g in done.pop().result()] == [job.id]
-        assert (looks, len(pending)) == (1, 15)
+        assert (len(looks), len(pending)) == (1, 15)
     finally:
         c.state.start_draining()
         await asyncio.gather(*polls)
@@ -164,14 +169,7 @@ async def test_a_woken_poll_that_goes_away_before_looking_passes_the_job_on(
 
 
 async def test_a_poll_woken_for_one_of_its_queues_looks_there_only(replica: Components) -> None:
-    looked_at: list[str] = []
-    real_lease = replica.index.lease
-
-    async def recorded_lease(ns: str, queue: str, *args: Any) -> Any:
-        looked_at.append(queue)
-        return await real_lease(ns, queue, *args)
-
-    replica.index.lease = recorded_lease  # type: ignore[method-assign,assignment]
+    looked_at = _record_looks(replica)
     poll = asyncio.create_task(lease(replica, queues=["a", "b", "c"], wait_ms=60_000))
     while len(looked_at) < 3:  # the first look covers every queue
         await asyncio.sleep(0.01)

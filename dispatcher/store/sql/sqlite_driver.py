@@ -56,15 +56,15 @@ async def update_returning(
     committed = False
     try:
         await driver.execute_fetchall("BEGIN IMMEDIATE")
-        rows = await driver.execute_fetchall(statement.text, params)
-        events = events_of(list(rows))
+        rows = list(await driver.execute_fetchall(statement.text, params))
+        events = events_of(rows)
         if events:
             # The cursor is left to the garbage collector: closing it is one
             # more hop, and a finished INSERT's cursor holds no lock.
             await driver.executemany(INSERT_EVENTS, events)
         await driver.execute_fetchall("COMMIT")
         committed = True
-        return list(rows)
+        return rows
     except sqlite3.IntegrityError as exc:
         raise IntegrityError(statement.text, None, exc) from exc
     except sqlite3.Error as exc:
