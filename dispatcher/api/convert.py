@@ -101,7 +101,8 @@ def to_domain_retry(p: jpb.RetryPolicy) -> m.RetryPolicy:
 
 
 def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
-    return m.JobSpec(
+    return m.construct(
+        m.JobSpec,
         queue=s.queue,
         type=s.type,
         payload=s.payload,

@@ -6,9 +6,12 @@ milliseconds, so that SQL, Lua and Python agree on them exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class JobState(StrEnum):
@@ -146,6 +149,40 @@ def job_from_columns(**columns: Any) -> Job:
     new = object.__new__(Job)
     new.__dict__.update(columns)
     return new
+
+
+@functools.cache
+def _construction(cls: type) -> tuple[dict[str, Any], dict[str, Any], frozenset[str]]:
+    """A frozen dataclass's defaults, default factories and field names."""
+    if hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
+        raise TypeError(f"{cls.__name__} cannot be built without its __init__")
+    fs = fields(cls)
+    defaults = {f.name: f.default for f in fs if f.default is not MISSING}
+    factories = {f.name: f.default_factory for f in fs if f.default_factory is not MISSING}
+    return defaults, factories, frozenset(f.name for f in fs)
+
+
+def construct(cls: type[T], **values: Any) -> T:
+    """`cls(**values)` for a frozen dataclass on a hot path (a new job, a converted
+    spec): the same object, defaults and factories applied, without __init__'s
+    object.__setattr__ per field (a Job has 40). Values are taken as given, as
+    __init__ takes them; an unknown or missing field raises TypeError as it does."""
+    defaults, factories, names = _construction(cls)
+    new: Any = object.__new__(cls)
+    attrs = new.__dict__
+    if values.keys() == names:  # every field given: the common case on hot paths
+        attrs.update(values)
+        return new  # type: ignore[no-any-return]
+    if not names.issuperset(values):
+        raise TypeError(f"unknown {cls.__name__} fields: {sorted(set(values) - names)}")
+    attrs.update(defaults)
+    for name, factory in factories.items():
+        if name not in values:
+            attrs[name] = factory()
+    attrs.update(values)
+    if len(attrs) != len(names):
+        raise TypeError(f"missing {cls.__name__} fields: {sorted(names - attrs.keys())}")
+    return new  # type: ignore[no-any-return]
 
 
 def evolve(job: Job, **changes: Any) -> Job:

@@ -48,6 +48,7 @@ from dispatcher.domain.models import (
     LeaseRequest,
     NackItem,
     Settled,
+    construct,
     evolve,
 )
 from dispatcher.service import dependencies
@@ -340,7 +341,8 @@ class Dispatcher:
     def _new_job(
         self, ns: str, spec: JobSpec, run_at: int, now: int, trace_context: dict[str, str]
     ) -> Job:
-        return Job(
+        return construct(
+            Job,
             id=self.id_gen.new(now),
             namespace=ns,
             queue=spec.queue,

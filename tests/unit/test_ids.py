@@ -23,6 +23,30 @@ def test_a_clock_stepping_back_does_not_break_the_order() -> None:
     assert a < b
 
 
+def _decode(text: str) -> int:
+    """Crockford base32 back to an integer, one character at a time."""
+    value = 0
+    for char in text:
+        value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+    return value
+
+
+def test_an_id_is_the_ulid_spec_encoding_of_time_and_random_bits() -> None:
+    # The spec's example (github.com/ulid/spec): time 1469918176385 is "01ARYZ6S41".
+    assert ids.encode_ulid(1469918176385 << 80) == "01ARYZ6S41" + "0" * 16
+    assert ids.encode_ulid(_decode("01ARZ3NDEKTSV4RRFFQ69G5FAV")) == "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    for value in (0, 1, 31, 32, 1023, 1024, 2**80 - 1, 2**80, 2**128 - 1):
+        text = ids.encode_ulid(value)
+        assert len(text) == 26
+        assert _decode(text) == value
+
+
+def test_id_text_order_is_numeric_order() -> None:
+    values = sorted({(n * 0x9E3779B97F4A7C15) % 2**128 for n in range(1, 500)})
+    texts = [ids.encode_ulid(v) for v in values]
+    assert texts == sorted(texts)
+
+
 def test_a_token_names_its_job() -> None:
     token = ids.new_lease_token("01M83HEKD3AA16Q5HS2VATHPWR")
     assert ids.job_id_of_token(token) == "01M83HEKD3AA16Q5HS2VATHPWR"
