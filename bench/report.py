@@ -7,6 +7,7 @@ numbers. Standard library only.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,6 +76,9 @@ class Report:
     best: dict[str, Best | None]
     ratios: dict[str, dict[str, float]]  # our system -> metric -> ours / best peer
     vs_echo: dict[str, float]  # our system -> single enqueue rate / echo call rate
+    # With several rounds: our system -> metric -> its ratio in each round (None:
+    # not measured in that round).
+    round_ratios: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -130,9 +134,60 @@ def versus_echo(systems: Sequence[SystemResult]) -> dict[str, float]:
     }
 
 
-def build_report(systems: Sequence[SystemResult], meta: Mapping[str, Any]) -> Report:
+def build_report(
+    systems: Sequence[SystemResult],
+    meta: Mapping[str, Any],
+    rounds: Sequence[Sequence[SystemResult]] = (),
+) -> Report:
+    """The report of `systems`; given the `rounds` they were combined from, also
+    each round's ratios, each against the best peer of the same round."""
     best = best_peers(systems)
-    return Report(dict(meta), list(systems), best, ratios(systems, best), versus_echo(systems))
+    report = Report(dict(meta), list(systems), best, ratios(systems, best), versus_echo(systems))
+    if len(rounds) > 1:
+        per_round = [ratios(r, best_peers(r)) for r in rounds]
+        for name, row in report.ratios.items():
+            keys = {k for one in per_round for k in one.get(name, {})} | set(row)
+            report.round_ratios[name] = {
+                k: [one.get(name, {}).get(k) for one in per_round] for k in METRIC_KEYS if k in keys
+            }
+    return report
+
+
+def combine_rounds(rounds: Sequence[Sequence[SystemResult]]) -> list[SystemResult]:
+    """One result per system from several rounds of the same systems, in the first
+    round's order: each figure is the median of the rounds that measured it, and
+    so is each part of the CPU per drained job. `details["rounds"]` keeps every
+    round's figures; a figure no round measured keeps the first round's reason;
+    the system failed only if it failed in every round."""
+    by_name: dict[str, list[SystemResult]] = {}
+    for one in rounds:
+        for s in one:
+            by_name.setdefault(s.name, []).append(s)
+    out = []
+    for name, runs in by_name.items():
+        first = runs[0]
+        metrics = {
+            k: statistics.median(values)
+            for k in METRIC_KEYS
+            if (values := [r.metrics[k] for r in runs if k in r.metrics])
+        }
+        missing = {k: why for k, why in first.missing.items() if k not in metrics}
+        details = dict(first.details)
+        details["rounds"] = [
+            {"metrics": r.metrics, "error": r.error, "details": r.details} for r in runs
+        ]
+        cpu = [
+            r.details["drain_cpu_us_per_job"] for r in runs if r.details.get("drain_cpu_us_per_job")
+        ]
+        if cpu:
+            parts = {k for one in cpu for k in one}
+            details["drain_cpu_us_per_job"] = {
+                k: statistics.median([one[k] for one in cpu if k in one]) for k in sorted(parts)
+            }
+        errors = [r.error for r in runs]
+        error = first.error if all(errors) else None
+        out.append(SystemResult(name, first.kind, first.workers, metrics, missing, error, details))
+    return out
 
 
 # -- formatting -------------------------------------------------------------
@@ -241,6 +296,29 @@ def render_cpu_table(report: Report) -> list[str]:
     return lines
 
 
+def render_round_ratios(report: Report) -> list[str]:
+    """Each of our figures' ratio in each round, then their median; empty with one round."""
+    if not report.round_ratios:
+        return []
+    shown = [m for m in METRICS if any(m.key in row for row in report.round_ratios.values())]
+    lines = [
+        "| System | " + " | ".join(m.title for m in shown) + " |",
+        "|---|" + "--:|" * len(shown),
+    ]
+    for name, row in report.round_ratios.items():
+        cells = []
+        for m in shown:
+            values = row.get(m.key, [])
+            measured = [v for v in values if v is not None]
+            if not measured:
+                cells.append("—")
+                continue
+            each = " / ".join("—" if v is None else f"{v:.2f}" for v in values)
+            cells.append(f"{each} (median {fmt_ratio(statistics.median(measured))})")
+        lines.append(f"| **{name}** | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     table, notes = render_table(report)
     out = ["# Dispatcher benchmark", "", *_meta_lines(report.meta), "", *table, ""]
@@ -254,6 +332,16 @@ def render_markdown(report: Report) -> str:
     if report.vs_echo:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in report.vs_echo.items())
         out += ["", f"Single-call enqueue as a share of the bare gRPC echo rate: {shares}."]
+    per_round = render_round_ratios(report)
+    if per_round:
+        out += [
+            "",
+            f"Figures above are medians of {report.meta.get('rounds', 'several')} rounds, "
+            "each round running every system once, in the opposite order to the round "
+            "before. Ours ÷ the best peer of the same round, in each round:",
+            "",
+            *per_round,
+        ]
     cpu = render_cpu_table(report)
     if cpu:
         out += [
@@ -282,6 +370,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "best_peer": {k: (asdict(b) if b else None) for k, b in report.best.items()},
         "ratios": report.ratios,
         "vs_echo": report.vs_echo,
+        "round_ratios": report.round_ratios,
     }
 
 

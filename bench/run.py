@@ -41,6 +41,7 @@ from bench.report import (
     NOT_MEASURED,
     SystemResult,
     build_report,
+    combine_rounds,
     render_markdown,
     report_json,
     result_from_dict,
@@ -76,12 +77,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--callers", type=int, default=100, help="C, concurrent producer tasks (100)")
     p.add_argument("--timeout", type=float, help="seconds allowed per system (1200)")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every system this many times, each round in the opposite order to the "
+        "last, and report medians and each round's ratios (1)",
+    )
+    p.add_argument(
         "--arq-python",
         default=os.environ.get("BENCH_ARQ_PYTHON", str(ARQ_VENV / "bin" / "python")),
         help="interpreter with arq (arq pins redis<6); the default venv is created if "
         "missing [BENCH_ARQ_PYTHON]",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return args
 
 
 def parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,10 +300,39 @@ def main(argv: list[str] | None = None) -> int:
     params = parameters(args)
     meta = meta_for(args, params, argv)
     load_start = os.getloadavg()
+    rounds: list[list[SystemResult]] = []
+    for r in range(args.rounds):
+        # Alternate the order, so that a machine that speeds up or slows down during
+        # the run does not favour the systems measured first.
+        order = systems if r % 2 == 0 else systems[::-1]
+        logs = args.out / "logs" / (f"round-{r + 1}" if args.rounds > 1 else "")
+        label = f"round {r + 1}/{args.rounds}, " if args.rounds > 1 else ""
+        rounds.append(run_round(order, params, args, logs, label))
+    results = rounds[0] if len(rounds) == 1 else combine_rounds(rounds)
+    load_end = os.getloadavg()
+    meta["load"] = (
+        f"{', '.join(f'{x:.2f}' for x in load_start)} at start, "
+        f"{', '.join(f'{x:.2f}' for x in load_end)} at end"
+    )
+    meta["versions"] = collect_versions(results)
+    if args.rounds > 1:
+        meta["rounds"] = args.rounds
+    report = build_report(results, meta, rounds)
+    markdown = render_markdown(report)
+    print(markdown)
+    for path in write_outputs(args.out, markdown, report_json(report)):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_round(
+    systems: list[System], params: dict[str, Any], args: argparse.Namespace, logs: Path, label: str
+) -> list[SystemResult]:
+    """Measure each system once, in the order given."""
     results: list[SystemResult] = []
     for k, system in enumerate(systems, 1):
-        print(f"[{k}/{len(systems)}] {system.name} ...", file=sys.stderr, flush=True)
-        result = run_system(system, params, args, args.out / "logs")
+        print(f"[{label}{k}/{len(systems)}] {system.name} ...", file=sys.stderr, flush=True)
+        result = run_system(system, params, args, logs)
         status = "failed: " + result.error if result.error else "ok"
         failed = {
             m: why for m, why in result.missing.items() if why not in (NO_BATCH_API, NOT_MEASURED)
@@ -301,18 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             status = "partial: " + "; ".join(f"{m} {why}" for m, why in failed.items())
         print(f"    {status} ({result.details['seconds']}s)", file=sys.stderr, flush=True)
         results.append(result)
-    load_end = os.getloadavg()
-    meta["load"] = (
-        f"{', '.join(f'{x:.2f}' for x in load_start)} at start, "
-        f"{', '.join(f'{x:.2f}' for x in load_end)} at end"
-    )
-    meta["versions"] = collect_versions(results)
-    report = build_report(results, meta)
-    markdown = render_markdown(report)
-    print(markdown)
-    for path in write_outputs(args.out, markdown, report_json(report)):
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+    return results
 
 
 def collect_versions(results: list[SystemResult]) -> dict[str, str]:

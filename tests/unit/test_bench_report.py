@@ -18,6 +18,7 @@ from bench.report import (
     SystemResult,
     best_peers,
     build_report,
+    combine_rounds,
     fmt_ratio,
     percentile,
     ratios,
@@ -272,3 +273,57 @@ def test_the_cpu_table_has_a_row_per_system_that_recorded_cpu_with_its_parts_and
 def test_without_cpu_figures_there_is_no_cpu_table() -> None:
     md = render_markdown(build_report(SYSTEMS_FIXTURE, {}))
     assert "CPU per drained job" not in md
+
+
+# -- rounds ------------------------------------------------------------------------
+
+
+def _round(huey_drain: float, disp_drain: float, disp_cpu: float) -> list[SystemResult]:
+    huey = peer("huey", drain_per_s=huey_drain, enqueue_single_per_s=5000)
+    disp = ours("disp", drain_per_s=disp_drain)
+    disp.details["drain_cpu_us_per_job"] = {"workers": disp_cpu, "server": 100.0}
+    return [huey, disp]
+
+
+def test_combined_rounds_take_each_figures_median_and_keep_every_round() -> None:
+    rounds = [_round(3000, 2700, 400), _round(2000, 2400, 500)[::-1], _round(4000, 4400, 300)]
+
+    combined = combine_rounds(rounds)
+
+    assert [s.name for s in combined] == ["huey", "disp"]  # the first round's order
+    huey, disp = combined
+    assert huey.metrics == {"enqueue_single_per_s": 5000, "drain_per_s": 3000}
+    assert disp.metrics == {"drain_per_s": 2700}
+    assert disp.details["drain_cpu_us_per_job"] == {"server": 100.0, "workers": 400}
+    assert [r["metrics"]["drain_per_s"] for r in disp.details["rounds"]] == [2700, 2400, 4400]
+
+
+def test_a_system_failed_in_one_round_keeps_the_others_figures_and_is_not_failed() -> None:
+    broken = SystemResult("disp", "ours", error="timeout", missing={"drain_per_s": "timeout"})
+    rounds = [_round(3000, 2700, 400), [peer("huey", drain_per_s=2000), broken]]
+
+    disp = combine_rounds(rounds)[1]
+
+    assert disp.error is None and disp.metrics == {"drain_per_s": 2700}
+    assert [r["error"] for r in disp.details["rounds"]] == [None, "timeout"]
+    assert combine_rounds([[broken], [broken]])[0].error == "timeout"
+
+
+def test_each_rounds_ratio_is_against_the_best_peer_of_that_round() -> None:
+    rounds = [_round(3000, 2700, 400), _round(2000, 2400, 500), _round(4000, 4400, 300)]
+
+    report = build_report(combine_rounds(rounds), {"rounds": 3}, rounds)
+
+    assert report.round_ratios["disp"]["drain_per_s"] == pytest.approx([0.9, 1.2, 1.1])
+    assert report.ratios["disp"]["drain_per_s"] == pytest.approx(2700 / 3000)  # of the medians
+    md = render_markdown(report)
+    assert "Figures above are medians of 3 rounds" in md
+    assert "| **disp** | 0.90 / 1.20 / 1.10 (median 1.10x) |" in md.splitlines()
+    assert json.loads(json.dumps(report_json(report)))["round_ratios"]["disp"]["drain_per_s"]
+
+
+def test_one_round_reports_no_per_round_ratios() -> None:
+    rounds = [_round(3000, 2700, 400)]
+    report = build_report(rounds[0], {}, rounds)
+    assert report.round_ratios == {}
+    assert "medians of" not in render_markdown(report)
