@@ -6,7 +6,6 @@ milliseconds, so that SQL, Lua and Python agree on them exactly.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import Any, TypeVar
@@ -151,28 +150,34 @@ def job_from_columns(**columns: Any) -> Job:
     return new
 
 
-@functools.cache
-def _construction(cls: type) -> tuple[dict[str, Any], dict[str, Any], frozenset[str]]:
-    """A frozen dataclass's defaults, default factories and field names."""
-    if hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
-        raise TypeError(f"{cls.__name__} cannot be built without its __init__")
-    fs = fields(cls)
-    defaults = {f.name: f.default for f in fs if f.default is not MISSING}
-    factories = {f.name: f.default_factory for f in fs if f.default_factory is not MISSING}
-    return defaults, factories, frozenset(f.name for f in fs)
+_Construction = tuple[dict[str, Any], dict[str, Any], frozenset[str]]
+_CONSTRUCTIONS: dict[type, _Construction] = {}
+
+
+def _construction(cls: type) -> _Construction:
+    """A frozen dataclass's defaults, default factories and field names (kept per class)."""
+    found = _CONSTRUCTIONS.get(cls)
+    if found is None:
+        if hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} cannot be built without its __init__")
+        fs = fields(cls)
+        defaults = {f.name: f.default for f in fs if f.default is not MISSING}
+        factories = {f.name: f.default_factory for f in fs if f.default_factory is not MISSING}
+        found = _CONSTRUCTIONS[cls] = (defaults, factories, frozenset(f.name for f in fs))
+    return found
 
 
 def construct(cls: type[T], **values: Any) -> T:
     """`cls(**values)` for a frozen dataclass on a hot path (a new job, a converted
     spec): the same object, defaults and factories applied, without __init__'s
-    object.__setattr__ per field (a Job has 40). Values are taken as given, as
+    object.__setattr__ per field (a Job has 38). Values are taken as given, as
     __init__ takes them; an unknown or missing field raises TypeError as it does."""
     defaults, factories, names = _construction(cls)
-    new: Any = object.__new__(cls)
+    new = object.__new__(cls)
     attrs = new.__dict__
     if values.keys() == names:  # every field given: the common case on hot paths
         attrs.update(values)
-        return new  # type: ignore[no-any-return]
+        return new
     if not names.issuperset(values):
         raise TypeError(f"unknown {cls.__name__} fields: {sorted(set(values) - names)}")
     attrs.update(defaults)
@@ -182,7 +187,7 @@ def construct(cls: type[T], **values: Any) -> T:
     attrs.update(values)
     if len(attrs) != len(names):
         raise TypeError(f"missing {cls.__name__} fields: {sorted(names - attrs.keys())}")
-    return new  # type: ignore[no-any-return]
+    return new
 
 
 def evolve(job: Job, **changes: Any) -> Job:
