@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import random
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
@@ -148,7 +149,7 @@ class Client:
             ResourceExhausted: the queue is full, even after retries.
         """
         request = JobRequest(queue, type, payload, options or JobOptions())
-        spec = _convert.job_spec(request, _key(request, uuid.uuid4().hex))
+        spec = _convert.job_spec(request, _key(request, secrets.token_hex(16)))
         if self._batch_window is not None:
             return await self._coalesced(spec)
         reply = await self._unary(

@@ -3,12 +3,14 @@ handler runs in the producer's trace whether or not a tracer provider is set."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from opentelemetry import propagate, trace
 
-from worker_sdk import JobState, Priority, Progress
+from worker_sdk import Job, JobState, Priority, Progress
 from worker_sdk._convert import job
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 from worker_sdk.worker import _job_span
@@ -60,6 +62,14 @@ def test_a_job_without_maps_or_progress_gets_empty_ones_of_its_own() -> None:
     assert first.progress == Progress(0.0, "")
     assert first.metadata is not second.metadata  # a caller may change its copy
     assert first.lease_duration is None and first.created_at is None
+
+
+def test_a_converted_job_sets_every_field_of_job_and_nothing_else() -> None:
+    converted = job(_full_proto_job())
+    assert set(vars(converted)) == {f.name for f in dataclasses.fields(Job)}
+    assert converted == dataclasses.replace(converted)  # what __init__ makes of the same
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        converted.queue = "other"  # type: ignore[misc]
 
 
 def _current_trace_id() -> int:
