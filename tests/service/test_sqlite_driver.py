@@ -1,4 +1,5 @@
-"""SQLite's plain Lease and Ack run on aiosqlite directly (store/sql/sqlite_driver.py).
+"""SQLite's plain Enqueue insert, Lease and Ack run on aiosqlite directly
+(store/sql/sqlite_driver.py).
 
 They commit what they return, roll back everything else on any failure, and
 never leave a transaction open on a pooled connection: SQLite has one writer,
@@ -21,7 +22,7 @@ from dispatcher.domain.models import Job, JobState
 from dispatcher.store.sql import sqlite_driver
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.migrate import upgrade_async
-from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore
+from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, job_to_row
 from tests.service.helpers import stored_job
 
 NOW = 1_700_000_000_000
@@ -121,3 +122,53 @@ async def test_an_error_between_the_statements_rolls_back(db: tuple[RunStore, Pa
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None and not raw.in_transaction
     assert _seen_elsewhere(path, job.id) == ("queued", [(1, "queued")])
+
+
+def _new(key: str | None = None) -> Job:
+    return stored_job(_ids.new(NOW), queue="q", created_ms=NOW, run_at_ms=NOW, idempotency_key=key)
+
+
+async def test_new_jobs_are_committed_with_their_first_events(db: tuple[RunStore, Path]) -> None:
+    runs, path = db
+    jobs = [_new(), _new()]
+    assert await runs.insert_committed(jobs) == {j.id for j in jobs}
+    for j in jobs:
+        assert _seen_elsewhere(path, j.id) == ("queued", [(1, "queued")])
+        assert await runs.get(j.id) == j
+
+
+async def test_a_job_whose_key_is_taken_is_skipped_and_gets_no_event(
+    db: tuple[RunStore, Path],
+) -> None:
+    runs, path = db
+    holder = _new("taken")
+    await runs.insert_committed([holder])
+    fresh, clash = _new("fresh"), _new("taken")
+
+    assert await runs.insert_committed([fresh, clash]) == {fresh.id}
+
+    assert await runs.get(clash.id) is None
+    other = sqlite3.connect(path)
+    try:
+        assert other.execute(
+            "SELECT count(*) FROM run_events WHERE job_id = ?", (clash.id,)
+        ).fetchone() == (0,)
+    finally:
+        other.close()
+
+
+async def test_a_failed_insert_leaves_nothing_and_no_open_transaction(
+    db: tuple[RunStore, Path],
+) -> None:
+    runs, _ = db
+    job = _new()
+
+    def events_of(ids: set[str]) -> list[dict[str, Any]]:
+        raise RuntimeError("the caller failed after the INSERT")
+
+    async with runs.engine.connect() as conn:
+        with pytest.raises(RuntimeError):
+            await sqlite_driver.insert_runs(conn, [job_to_row(job)], events_of)
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None and not raw.in_transaction
+    assert await runs.get(job.id) is None

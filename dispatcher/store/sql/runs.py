@@ -425,9 +425,9 @@ class RunStore:
 
     @property
     def inserts_commit_alone(self) -> bool:
-        """Whether `insert_committed` inserts (PostgreSQL); elsewhere it inserts
-        nothing and the caller's transaction does it all."""
-        return self._is_postgres
+        """Whether `insert_committed` inserts (every store does: PostgreSQL in one
+        statement, SQLite in one transaction on its driver)."""
+        return True
 
     async def lease_queued(
         self,
@@ -519,13 +519,28 @@ class RunStore:
         return statement, params | values
 
     async def insert_committed(self, jobs: Sequence[Job]) -> set[str]:
-        """`RunsTx.insert` as one statement in its own transaction, committed on
-        return (PostgreSQL); elsewhere it inserts nothing and returns no ids."""
-        if not jobs or not self.inserts_commit_alone:
+        """`RunsTx.insert` in its own transaction, committed on return: on
+        PostgreSQL one statement in autocommit, on SQLite one transaction on the
+        aiosqlite connection itself (`sqlite_driver`)."""
+        if not jobs:
             return set()
-        params = pg_bulk.rows_of([job_to_row(j) for j in jobs])
+        rows = [job_to_row(j) for j in jobs]
+        if self._is_postgres:
+            with telemetry.span("sql.insert_committed"):
+                inserted = await self._autocommit(pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows))
+            return {r[0] for r in inserted}
+
+        def events_of(ids: set[str]) -> list[dict[str, Any]]:
+            return [
+                _event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
+                for j in jobs
+                if j.id in ids
+            ]
+
+        assert self._write_lock is not None  # SQLite
         with telemetry.span("sql.insert_committed"):
-            return {r[0] for r in await self._autocommit(pg_bulk.INSERT_JOBS, params)}
+            async with translate_errors(), self._write_lock, self.engine.connect() as conn:
+                return await sqlite_driver.insert_runs(conn, rows, events_of)
 
     async def _update_returning(
         self, statement: tuple[TextClause, dict[str, Any]], now_ms: int
