@@ -49,10 +49,12 @@ async def _queued(runs: RunStore) -> Job:
 
 
 def _seen_elsewhere(path: Path, job_id: str) -> tuple[Any, list[Any]]:
-    """The job's state and events as another connection sees them (committed only)."""
+    """The job's state (None: no row) and events as another connection sees them
+    (committed only)."""
     other = sqlite3.connect(path)
     try:
-        state = other.execute("SELECT state FROM runs WHERE id = ?", (job_id,)).fetchone()[0]
+        row = other.execute("SELECT state FROM runs WHERE id = ?", (job_id,)).fetchone()
+        state = None if row is None else row[0]
         events = other.execute(
             "SELECT version, state FROM run_events WHERE job_id = ? ORDER BY version", (job_id,)
         ).fetchall()
@@ -148,13 +150,7 @@ async def test_a_job_whose_key_is_taken_is_skipped_and_gets_no_event(
     assert await runs.insert_committed([fresh, clash]) == {fresh.id}
 
     assert await runs.get(clash.id) is None
-    other = sqlite3.connect(path)
-    try:
-        assert other.execute(
-            "SELECT count(*) FROM run_events WHERE job_id = ?", (clash.id,)
-        ).fetchone() == (0,)
-    finally:
-        other.close()
+    assert _seen_elsewhere(path, clash.id) == (None, [])  # no row, no event
 
 
 async def test_a_failed_insert_leaves_nothing_and_no_open_transaction(
