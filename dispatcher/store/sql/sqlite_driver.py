@@ -13,8 +13,8 @@ the events made from them, COMMIT.
 
 The UPDATE statements are `sqlite_bulk`'s: their `:name` placeholders are
 sqlite3's named style, so they run as written; so do `INSERT_RUNS` and
-`INSERT_EVENTS` here, with one dict per row. The connection comes from SQLAlchemy's
-pool and goes back to it. SQLAlchemy never began a transaction on it, so it
+`INSERT_EVENTS` here, with one dict per row. The connection comes from
+SQLAlchemy's pool and goes back to it. SQLAlchemy never began a transaction on it, so it
 may not roll one back on return: every way out of here that does not commit
 rolls back first. Errors leave as SQLAlchemy's, for `runs.translate_errors`
 to map: a constraint violation as `IntegrityError`, anything else from the
