@@ -225,16 +225,16 @@ class Dispatcher:
         its window is taken from the old job and the insert tried again. Two items
         with one key, in one batch or in two calls of the group, collide the same way.
 
-        Where the store can, a group without dependencies is first inserted in one
-        statement that commits by itself; only the jobs whose keys collided go on
-        to a transaction. That first step is taken only when every job carries an
+        A group without dependencies is first inserted in one write that commits
+        by itself (`RunStore.insert_committed`); only the jobs whose keys collided
+        go on to a transaction. That first step is taken only when every job carries an
         idempotency key or none does: if the second step then fails, the call fails
         with jobs already committed, and only a key makes its retry safe (a job
         without one cannot collide, so a group without keys has no second step).
         """
         created: list[_Draft] = []
         left: list[_Draft] | None = None  # None: every draft is still to be made
-        if self.runs.inserts_commit_alone and _insertable_at_once(requests):
+        if _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
             inserted = await self.runs.insert_committed([d.job for d in drafts])
             created = self._mark_created(drafts, inserted)

@@ -54,7 +54,7 @@ class Keys:
     @staticmethod
     def wake_prefix(namespace: str, queue: str, origin: str) -> str:
         """The start of an enqueue's wake-up; enqueue.lua appends how many jobs it made ready."""
-        return f"{namespace}/{queue} {origin} "
+        return f"{Keys.queue_ref(namespace, queue)} {origin} "
 
     @staticmethod
     def split_wake(message: str) -> tuple[tuple[str, str], str, int | None]:

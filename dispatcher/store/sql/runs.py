@@ -223,6 +223,15 @@ def row_to_job(r: Sequence[Any]) -> Job:
     )
 
 
+def _first_events(jobs: Sequence[Job], inserted: set[str]) -> list[dict[str, Any]]:
+    """The `run_events` rows of the new jobs that were inserted: each one's first state."""
+    return [
+        _event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
+        for j in jobs
+        if j.id in inserted
+    ]
+
+
 def _event_row(t: Transition) -> dict[str, Any]:
     return {
         "job_id": t.job_id,
@@ -373,11 +382,7 @@ class RunsTx:
         else:
             await self.conn.execute(runs.insert(), rows)
             inserted = {j.id for j in jobs}
-        events = [
-            _event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
-            for j in jobs
-            if j.id in inserted
-        ]
+        events = _first_events(jobs, inserted)
         if events:
             await self.conn.execute(run_events.insert(), events)
         return inserted
@@ -422,12 +427,6 @@ class RunStore:
     @property
     def _is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
-
-    @property
-    def inserts_commit_alone(self) -> bool:
-        """Whether `insert_committed` inserts (every store does: PostgreSQL in one
-        statement, SQLite in one transaction on its driver)."""
-        return True
 
     async def lease_queued(
         self,
@@ -530,17 +529,12 @@ class RunStore:
                 inserted = await self._autocommit(pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows))
             return {r[0] for r in inserted}
 
-        def events_of(ids: set[str]) -> list[dict[str, Any]]:
-            return [
-                _event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
-                for j in jobs
-                if j.id in ids
-            ]
-
         assert self._write_lock is not None  # SQLite
         with telemetry.span("sql.insert_committed"):
             async with translate_errors(), self._write_lock, self.engine.connect() as conn:
-                return await sqlite_driver.insert_runs(conn, rows, events_of)
+                return await sqlite_driver.insert_runs(
+                    conn, rows, lambda ids: _first_events(jobs, ids)
+                )
 
     async def _update_returning(
         self, statement: tuple[TextClause, dict[str, Any]], now_ms: int
