@@ -65,7 +65,7 @@ class Client:
         self._rng = random.Random()
         self._batch_window = batch_window.total_seconds() if batch_window else None
         self._pending: list[tuple[jpb.JobSpec, asyncio.Future[Job]]] = []
-        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
@@ -81,9 +81,6 @@ class Client:
 
         A later call opens a new channel.
         """
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            self._flush_task = None
         self._flush_now()
         await asyncio.gather(*self._sending, return_exceptions=True)
         if self._channel is not None:
@@ -158,20 +155,20 @@ class Client:
         return _convert.job(reply.job)
 
     async def _coalesced(self, spec: jpb.JobSpec) -> Job:
-        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Job] = loop.create_future()
         self._pending.append((spec, future))
         if len(self._pending) >= MAX_BATCH:
             self._flush_now()
-        elif self._flush_task is None:
-            self._flush_task = asyncio.create_task(self._flush_after_window())
+        elif self._flush_timer is None:
+            self._flush_timer = loop.call_later(self._batch_window or 0, self._flush_now)
         return await future
 
-    async def _flush_after_window(self) -> None:
-        await asyncio.sleep(self._batch_window or 0)
-        self._flush_task = None
-        self._flush_now()
-
     def _flush_now(self) -> None:
+        """Send what waits, and stop the window's timer (the next call starts its own)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         batch, self._pending = self._pending, []
         if batch:
             task = asyncio.create_task(self._send_batch(batch))
@@ -187,14 +184,20 @@ class Client:
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, DispatcherError):
-                future.set_exception(result)
-            else:
-                future.set_result(result.job)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, DispatcherError):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result.job)
+        # Callers that enqueue again as soon as their enqueue returns (a closed loop:
+        # a task per worker, a gather over a list) do so in the event loop's next
+        # pass, the pass that runs this callback after them: their calls go out
+        # together at once. Waiting out the window would add nothing to the batch,
+        # since each of those callers has only one call in flight.
+        asyncio.get_running_loop().call_soon(self._flush_now)
 
     async def enqueue_many(
         self, requests: Iterable[JobRequest]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from worker_sdk import (
     ConnectOptions,
     Enqueued,
     InvalidArgument,
+    Job,
     JobFailed,
     JobOptions,
     JobRequest,
@@ -199,6 +201,36 @@ async def test_concurrent_enqueues_in_a_batch_window_each_get_their_own_job_or_e
         assert len({j.id for j in jobs}) == 20  # type: ignore[union-attr]
         lone = await client.enqueue("q", "t", {"alone": True})  # a batch of one
         assert (await client.get(lone.id)).json() == {"alone": True}
+
+
+async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_window(
+    connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    client = Client(connect, batch_window=timedelta(hours=1))
+    send = client._enqueue_specs
+
+    async def counted(specs: list[Any]) -> Any:
+        batches.append(len(specs))
+        return await send(specs)
+
+    monkeypatch.setattr(client, "_enqueue_specs", counted)
+
+    async def caller(i: int) -> list[Job]:
+        return [await client.enqueue("q", "t", {"i": i, "round": r}) for r in range(3)]
+
+    callers = asyncio.gather(*(caller(i) for i in range(10)))
+    await asyncio.sleep(0.05)
+    assert batches == []  # the first calls wait in the window...
+    client._flush_now()  # ...until it ends (here: at once, not in an hour)
+    # Each later round goes out as soon as its callers are back, in one call: were
+    # it to wait out the window, this would time out.
+    rounds = await asyncio.wait_for(callers, timeout=30)
+    assert batches == [10, 10, 10]
+    assert [[j.json() for j in jobs] for jobs in rounds] == [
+        [{"i": i, "round": r} for r in range(3)] for i in range(10)
+    ]
+    await client.close()
 
 
 async def test_closing_the_client_sends_what_waits_in_the_batch_window(
