@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from sqlalchemy.engine import make_url
 
-from dispatcher import cli_admin, cli_tokens, telemetry
+from dispatcher import cli_admin, cli_tokens, event_loop, telemetry
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings, ports
 from dispatcher.store.sql.migrate import upgrade
@@ -91,6 +91,12 @@ def _parser(env: Settings) -> argparse.ArgumentParser:
         choices=["text", "json"],
         default=env.log_format,
         help="json logs carry job id, queue and trace id [DISPATCHER_LOG_FORMAT]",
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=event_loop.CHOICES,
+        default=env.event_loop,
+        help="auto: uvloop where installed, else asyncio's own [DISPATCHER_EVENT_LOOP]",
     )
     serve.add_argument(
         "--idempotency-window",
@@ -254,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         otel_exporter=args.otel_exporter,
         prometheus_port=args.prometheus_port,
         log_format=args.log_format,
+        event_loop=args.event_loop,
         idempotency_window_s=args.idempotency_window,
         retention_s=args.retention,
         webhook_secret=args.webhook_secret,
@@ -264,7 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings.check_exposure()
     telemetry.configure_logging(settings.log_format)
     telemetry.configure(settings.otel_exporter, settings.prometheus_port)
-    asyncio.run(_serve(settings))
+    try:
+        loop_name, new_loop = event_loop.loop_factory(settings.event_loop)
+    except event_loop.LoopUnavailable as exc:
+        print(f"dispatcher: {exc}", file=sys.stderr)
+        return 2
+    logger.info("event loop: %s", loop_name)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(_serve(settings))
     return 0
 
 

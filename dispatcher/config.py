@@ -78,6 +78,7 @@ class Settings:
     otel_exporter: str = "none"
     prometheus_port: int = 9464
     log_format: str = "text"
+    event_loop: str = "auto"  # auto: uvloop where installed (dispatcher/event_loop.py)
     idempotency_window_s: float = 86_400.0
     retention_s: float = 604_800.0
     # "whsec_..." (space-separated for rotation); empty: webhooks off (docs/webhooks.md).
@@ -115,6 +116,7 @@ class Settings:
             otel_exporter=_env("DISPATCHER_OTEL_EXPORTER", cls.otel_exporter),
             prometheus_port=int(_env("DISPATCHER_PROMETHEUS_PORT", str(cls.prometheus_port))),
             log_format=_env("DISPATCHER_LOG_FORMAT", cls.log_format),
+            event_loop=_env("DISPATCHER_EVENT_LOOP", cls.event_loop),
             idempotency_window_s=float(
                 _env("DISPATCHER_IDEMPOTENCY_WINDOW", str(cls.idempotency_window_s))
             ),
