@@ -54,6 +54,8 @@ class Client:
         batch_window: if set, concurrent `enqueue` calls made within this window (say
             1 ms) are sent together as one EnqueueBatch; each still gets its own job
             or error. Raises throughput for producers that enqueue from many tasks.
+            A call made by a task whose previous enqueue has just returned does not
+            wait out the window: those calls go together at once.
         """
         if options is None:
             options = ConnectOptions.from_env()
