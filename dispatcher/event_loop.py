@@ -1,8 +1,8 @@
 """The event loop `dispatcher serve` runs on.
 
-uvloop (libuv under asyncio's interface) where it is installed: measured on a
-2-core VM it cut the server's CPU per call by 5-8% (single Enqueue, drain)
-and took 5% off enqueue-to-start latency; the standard loop is the fallback
+uvloop (libuv under asyncio's interface) where it is installed: on a 2-core
+VM it cut the server's CPU per single Enqueue and per drained job by about a
+tenth (the README's table of changes). asyncio's own loop is the fallback
 (uvloop has no Windows build) and can be chosen outright.
 """
 
