@@ -57,6 +57,7 @@ from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import RedisIndex
 from dispatcher.store.redis.keys import Keys
 from dispatcher.store.sql.engine import create_engine
+from dispatcher.store.sql.maintenance import autovacuum_gaps
 from dispatcher.store.sql.migrate import upgrade_async
 from dispatcher.store.sql.runs import RunStore
 from worker_sdk._proto.dispatch.v1 import (
@@ -75,6 +76,23 @@ LIVENESS = "liveness"
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 SCHEDULE_SERVICE_NAME = schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 CLOCK_SYNC_S = 10.0
+
+
+async def _warn_without_autovacuum(runs: RunStore) -> None:
+    try:
+        gaps = await autovacuum_gaps(runs.engine)
+    except DispatchError as exc:  # the database may be down: serve anyway
+        logger.info("could not check PostgreSQL's autovacuum settings: %s", exc)
+        return
+    if gaps:
+        logger.warning(
+            "PostgreSQL will not vacuum or analyze the job tables by itself (%s): runs "
+            "bloats, and query plans made while it was small are kept as it grows, so "
+            "leases, acks and the reaper slow down with every job it holds. Turn "
+            "autovacuum on, or run VACUUM ANALYZE runs, run_events regularly "
+            "(docs/architecture.md, PostgreSQL maintenance).",
+            "; ".join(gaps),
+        )
 
 
 def make_redis(settings: Settings, fake_server: Any = None) -> Any:
@@ -186,6 +204,7 @@ class DispatcherApp:
         clock = RedisClock()
         index = RedisIndex(client, Keys(s.redis_prefix))
         runs = RunStore(create_engine(s.database_url))
+        await _warn_without_autovacuum(runs)
         return Components(runs=runs, index=index, clock=clock, limits=s.limits())
 
     async def start(self) -> int:

@@ -1,0 +1,96 @@
+"""The server says at startup when PostgreSQL would not vacuum or analyze the job
+tables by itself (store/sql/maintenance.py): without it, runs bloats and its
+query plans go stale as it grows. Real PostgreSQL, a database of each test's own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dispatcher.app import DispatcherApp
+from dispatcher.config import Settings
+from dispatcher.domain.errors import Unavailable
+from dispatcher.store.sql.engine import create_engine
+from dispatcher.store.sql.maintenance import autovacuum_gaps
+from tests.backends import PostgresDatabase
+
+
+@pytest.fixture
+def database() -> Iterator[PostgresDatabase]:
+    db = PostgresDatabase()
+    db.create()
+    try:
+        yield db
+    finally:
+        db.drop()
+
+
+@pytest.fixture
+async def engine(database: PostgresDatabase) -> AsyncIterator[AsyncEngine]:
+    e = create_engine(database.url)
+    try:
+        yield e
+    finally:
+        await e.dispose()
+
+
+async def _set(engine: AsyncEngine, statement: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(statement))
+
+
+async def test_a_job_table_with_autovacuum_disabled_is_named(engine: AsyncEngine) -> None:
+    await _set(engine, "ALTER TABLE runs SET (autovacuum_enabled = off)")
+    gaps = await autovacuum_gaps(engine)
+    assert "table runs has autovacuum_enabled = off" in gaps
+    assert not any("run_events" in g for g in gaps)
+
+    await _set(engine, "ALTER TABLE runs RESET (autovacuum_enabled)")
+    assert not any("table runs" in g for g in await autovacuum_gaps(engine))
+
+
+async def test_the_servers_own_setting_is_reported_as_the_server_has_it(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as conn:
+        setting = (await conn.execute(text("SHOW autovacuum"))).scalar_one()
+    reported = "autovacuum is off in the server's configuration" in await autovacuum_gaps(engine)
+    assert reported == (setting == "off")
+
+
+async def test_sqlite_has_no_autovacuum_to_report(tmp_path: Path) -> None:
+    e = create_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        assert await autovacuum_gaps(e) == []
+    finally:
+        await e.dispose()
+
+
+async def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
+    e = create_engine("postgresql://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(Unavailable):
+            await autovacuum_gaps(e)
+    finally:
+        await e.dispose()
+
+
+async def test_a_server_started_on_such_a_database_says_so_once_in_its_log(
+    database: PostgresDatabase, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _set(engine, "ALTER TABLE run_events SET (autovacuum_enabled = false)")
+    app = DispatcherApp(Settings(port=0, database_url=database.url, redis_url=""))
+    with caplog.at_level(logging.WARNING, logger="dispatcher.app"):
+        await app.start()
+        try:
+            await app.wait_serving()
+        finally:
+            await app.stop()
+    warnings = [r.getMessage() for r in caplog.records if "VACUUM ANALYZE" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "table run_events has autovacuum_enabled = false" in warnings[0]
