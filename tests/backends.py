@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,17 @@ class PostgresDatabase:
             )
         finally:
             await admin.close()
+
+
+@contextmanager
+def own_postgres(revision: str | None = "heads") -> Iterator[PostgresDatabase]:
+    """A database of the caller's own, migrated to `revision`, dropped afterwards."""
+    db = PostgresDatabase()
+    db.create(revision=revision)
+    try:
+        yield db
+    finally:
+        db.drop()
 
 
 def _in_thread(fn: Any, *args: Any) -> None:

@@ -9,7 +9,14 @@ import pytest
 
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
-from tests.backends import REDIS_URL, Backend, PostgresDatabase, embedded, selected_backends
+from tests.backends import (
+    REDIS_URL,
+    Backend,
+    PostgresDatabase,
+    embedded,
+    own_postgres,
+    selected_backends,
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -20,12 +27,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresDatabase]:
     """One PostgreSQL database for the whole run, dropped at the end."""
-    db = PostgresDatabase()
-    db.create()
-    try:
+    with own_postgres() as db:
         yield db
-    finally:
-        db.drop()
 
 
 @pytest.fixture

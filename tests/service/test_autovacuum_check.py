@@ -17,17 +17,13 @@ from dispatcher.config import Settings
 from dispatcher.domain.errors import Unavailable
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.maintenance import autovacuum_gaps
-from tests.backends import PostgresDatabase
+from tests.backends import PostgresDatabase, own_postgres
 
 
 @pytest.fixture
 def database() -> Iterator[PostgresDatabase]:
-    db = PostgresDatabase()
-    db.create()
-    try:
+    with own_postgres() as db:
         yield db
-    finally:
-        db.drop()
 
 
 @pytest.fixture

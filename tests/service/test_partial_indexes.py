@@ -21,7 +21,7 @@ from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.migrate import alembic_config, upgrade
 from dispatcher.store.sql.runs import job_to_row
 from dispatcher.store.sql.tables import runs
-from tests.backends import PostgresDatabase
+from tests.backends import own_postgres
 from tests.service.helpers import stored_job
 
 PARTIAL = {
@@ -38,12 +38,8 @@ def blank_url(backend_name: str, tmp_path: Path) -> Iterator[str]:
     if backend_name == "embedded":
         yield f"sqlite:///{tmp_path / 'blank.db'}"
         return
-    db = PostgresDatabase()
-    db.create(revision=None)
-    try:
+    with own_postgres(revision=None) as db:
         yield db.url
-    finally:
-        db.drop()
 
 
 def _job(n: int, **kw: Any) -> Job:
