@@ -428,6 +428,21 @@ class RunStore:
     def _is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    @asynccontextmanager
+    async def _scan(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a periodic scan of runs, planned for the table as it is now.
+
+        PostgreSQL gives a prepared statement a generic plan after five runs and
+        keeps it until the table is analyzed: without autovacuum, a sequential
+        scan chosen while runs was nearly empty would stay as it grows, and these
+        scans run on every pass (docs/architecture.md, PostgreSQL maintenance).
+        Planning afresh costs one round trip per pass, nothing per job.
+        """
+        async with translate_errors(), self.engine.connect() as conn:
+            if self._is_postgres:
+                await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            yield conn
+
     async def lease_queued(
         self,
         namespace: str,
@@ -620,7 +635,7 @@ class RunStore:
             .order_by(runs.c.id)
             .limit(limit)
         )
-        async with translate_errors(), self.engine.connect() as conn:
+        async with self._scan() as conn:
             rows = (await conn.execute(stmt)).all()
         return [row_to_job(r) for r in rows]
 
@@ -652,7 +667,7 @@ class RunStore:
             )
             .limit(limit)
         )
-        async with translate_errors(), self.engine.connect() as conn:
+        async with self._scan() as conn:
             return list((await conn.execute(stmt)).scalars())
 
     async def finished_before(self, cutoff_ms: int, limit: int) -> list[str]:
@@ -663,7 +678,7 @@ class RunStore:
             .order_by(runs.c.finished_at)
             .limit(limit)
         )
-        async with translate_errors(), self.engine.connect() as conn:
+        async with self._scan() as conn:
             return list((await conn.execute(stmt)).scalars())
 
     async def expired_leases(self, now_ms: int, limit: int) -> list[str]:

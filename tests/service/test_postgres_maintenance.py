@@ -1,22 +1,26 @@
-"""The server says at startup when PostgreSQL would not vacuum or analyze the job
-tables by itself (store/sql/maintenance.py): without it, runs bloats and its
-query plans go stale as it grows. Real PostgreSQL, a database of each test's own."""
+"""PostgreSQL maintenance (docs/architecture.md): the server says at startup when
+PostgreSQL would not vacuum or analyze the job tables by itself
+(store/sql/maintenance.py), since without it runs bloats and its query plans go
+stale as it grows; and its periodic scans of runs are planned afresh each pass.
+Real PostgreSQL, a database of each test's own."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings
 from dispatcher.domain.errors import Unavailable
-from dispatcher.store.sql.engine import create_engine
+from dispatcher.store.sql.engine import async_url, create_engine
 from dispatcher.store.sql.maintenance import autovacuum_gaps
+from dispatcher.store.sql.runs import RunStore
 from tests.backends import PostgresDatabase, own_postgres
 
 
@@ -90,3 +94,45 @@ async def test_a_server_started_on_such_a_database_says_so_once_in_its_log(
     warnings = [r.getMessage() for r in caplog.records if "VACUUM ANALYZE" in r.getMessage()]
     assert len(warnings) == 1
     assert "table run_events has autovacuum_enabled = false" in warnings[0]
+
+
+async def _plans(engine: AsyncEngine, marker: str) -> tuple[int, int]:
+    """Generic and custom plans used so far by this session's prepared statements
+    whose text contains `marker` (the pool holds one connection: the store's)."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE :marker"
+                ),
+                {"marker": f"%{marker}%"},
+            )
+        ).all()
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("scan", "marker"),
+    [
+        (lambda s: s.past_start_deadline(1_700_000_000_000, 500), "start_deadline_at <="),
+        (lambda s: s.live_page("", 1000), "runs.id >"),
+        (lambda s: s.finished_before(1_700_000_000_000, 500), "finished_at <"),
+    ],
+    ids=["reaper deadline sweep", "reconciler page", "retention sweep"],
+)
+async def test_the_periodic_scans_of_runs_are_planned_for_the_table_as_it_is_now(
+    database: PostgresDatabase, scan: Any, marker: str
+) -> None:
+    # PostgreSQL switches a prepared statement to a generic plan after five runs
+    # and keeps it until the table is analyzed: a sequential scan chosen while
+    # runs was empty would stay as it grows. These scans run every pass.
+    engine = create_async_engine(async_url(database.url), pool_size=1, max_overflow=0)
+    store = RunStore(engine)
+    try:
+        for _ in range(8):
+            await scan(store)
+        generic, custom = await _plans(engine, marker)
+        assert (generic, custom) == (0, 8)
+    finally:
+        await engine.dispose()
