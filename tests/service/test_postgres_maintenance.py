@@ -6,6 +6,7 @@ Real PostgreSQL, a database of each test's own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -134,5 +135,31 @@ async def test_the_periodic_scans_of_runs_are_planned_for_the_table_as_it_is_now
             await scan(store)
         generic, custom = await _plans(engine, marker)
         assert (generic, custom) == (0, 8)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_hot_writes_are_prepared_again_once_their_lifetime_is_over(
+    database: PostgresDatabase,
+) -> None:
+    # The hot writes keep cached plans (planning each one costs too much), so
+    # their statements are prepared again after a lifetime (30 s in service;
+    # 1 s here), and a generic plan made while runs was small does not last.
+    engine = create_engine(database.url, statement_lifetime_s=1)
+    store = RunStore(engine)  # used one call at a time: one pooled connection
+    marker = "WITH grants AS"
+
+    async def lease_nothing() -> None:
+        await store.lease_queued(
+            "default", [("01NOSUCHJOB0000000000000000", "t")], "w", 0, None, ""
+        )
+
+    try:
+        for _ in range(8):
+            await lease_nothing()
+        assert (await _plans(engine, marker))[0] > 0  # generic since the sixth run
+        await asyncio.sleep(1.5)  # asyncpg's own timer; nothing here is timed
+        await lease_nothing()
+        assert await _plans(engine, marker) == (0, 1)  # a new statement, planned afresh
     finally:
         await engine.dispose()

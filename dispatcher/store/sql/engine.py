@@ -28,7 +28,16 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
+# asyncpg prepares a cached statement again after this many seconds (its default
+# is 300). PostgreSQL keeps a prepared statement's generic plan until the table is
+# analyzed, so a plan chosen while runs was nearly empty (a sequential scan)
+# would otherwise serve the hot writes for up to five minutes as it grows
+# (docs/architecture.md, PostgreSQL maintenance). Preparing a handful of
+# statements per connection every 30 s costs nothing measurable.
+STATEMENT_LIFETIME_S = 30
+
+
+def create_engine(url: str, *, statement_lifetime_s: int = STATEMENT_LIFETIME_S) -> AsyncEngine:
     url = async_url(url)
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -43,7 +52,11 @@ def create_engine(url: str) -> AsyncEngine:
         pool_size=10,
         max_overflow=10,
         pool_timeout=10,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 30,
+            "max_cached_statement_lifetime": statement_lifetime_s,
+        },
     )
 
 
