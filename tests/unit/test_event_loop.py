@@ -41,8 +41,9 @@ def test_auto_falls_back_to_asyncio_where_uvloop_cannot_be_imported(
 def test_asyncio_can_be_chosen_even_where_uvloop_is_installed() -> None:
     name, factory = loop_factory("asyncio")
     assert name == "asyncio"
-    assert issubclass(_run_on(factory), asyncio.BaseEventLoop)
-    assert not issubclass(_run_on(factory), uvloop.Loop)
+    ran_on = _run_on(factory)
+    assert issubclass(ran_on, asyncio.BaseEventLoop)
+    assert not issubclass(ran_on, uvloop.Loop)
 
 
 def test_choosing_uvloop_where_it_is_missing_is_a_clear_error(
