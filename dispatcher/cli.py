@@ -12,10 +12,11 @@ from dataclasses import replace
 
 from sqlalchemy.engine import make_url
 
-from dispatcher import cli_admin, cli_tokens, event_loop, telemetry
+from dispatcher import cli_admin, cli_tokens, telemetry
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings, ports
 from dispatcher.store.sql.migrate import upgrade
+from worker_sdk import event_loop
 
 logger = logging.getLogger("dispatcher")
 

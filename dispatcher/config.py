@@ -78,7 +78,7 @@ class Settings:
     otel_exporter: str = "none"
     prometheus_port: int = 9464
     log_format: str = "text"
-    event_loop: str = "auto"  # auto: uvloop where installed (dispatcher/event_loop.py)
+    event_loop: str = "auto"  # auto: uvloop where installed (worker_sdk/event_loop.py)
     idempotency_window_s: float = 86_400.0
     retention_s: float = 604_800.0
     # "whsec_..." (space-separated for rotation); empty: webhooks off (docs/webhooks.md).

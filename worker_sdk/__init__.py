@@ -19,6 +19,7 @@ from worker_sdk.errors import (
     Unauthenticated,
     Unavailable,
 )
+from worker_sdk.event_loop import LoopUnavailable
 from worker_sdk.options import ConnectOptions, RetryOptions, WorkerOptions
 from worker_sdk.queues import QueueLimits
 from worker_sdk.schedules import MisfirePolicy, Schedule
@@ -54,6 +55,7 @@ __all__ = [
     "JobRequest",
     "JobState",
     "JobUpdate",
+    "LoopUnavailable",
     "MisfirePolicy",
     "NonRetryable",
     "NotFound",

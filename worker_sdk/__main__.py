@@ -4,8 +4,8 @@
 
 Flags override the worker's own options; the connection comes from flags or
 DISPATCHER_ADDRESS, DISPATCHER_NAMESPACE, DISPATCHER_TOKEN, DISPATCHER_TLS_CA,
-DISPATCHER_TLS_CERT, DISPATCHER_TLS_KEY; queues and concurrency from
-DISPATCHER_QUEUES and DISPATCHER_CONCURRENCY.
+DISPATCHER_TLS_CERT, DISPATCHER_TLS_KEY; queues, concurrency and the event
+loop from DISPATCHER_QUEUES, DISPATCHER_CONCURRENCY and DISPATCHER_EVENT_LOOP.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from worker_sdk import event_loop
 from worker_sdk.options import ConnectOptions
 from worker_sdk.worker import Worker
 
@@ -52,6 +53,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--concurrency", type=int, default=_env_int("DISPATCHER_CONCURRENCY"),
                      help="jobs in flight [DISPATCHER_CONCURRENCY]")  # fmt: skip
     run.add_argument("--shutdown-grace", type=float, help="seconds for running jobs on stop")
+    run.add_argument("--event-loop", choices=event_loop.CHOICES,
+                     default=os.environ.get("DISPATCHER_EVENT_LOOP"),
+                     help="auto: uvloop where installed [DISPATCHER_EVENT_LOOP]")  # fmt: skip
     run.add_argument("--log-level", default=os.environ.get("DISPATCHER_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -74,12 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["concurrency"] = args.concurrency
     if args.shutdown_grace is not None:
         changes["shutdown_grace"] = timedelta(seconds=args.shutdown_grace)
+    if args.event_loop:
+        changes["event_loop"] = args.event_loop
     worker.options = dataclasses.replace(worker.options, **changes)  # type: ignore[arg-type]
     base = worker.connect or ConnectOptions.from_env()
     flags = {"address": args.address, "namespace": args.namespace, "token": args.token,
              "tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}  # fmt: skip
     worker.connect = dataclasses.replace(base, **{k: v for k, v in flags.items() if v})
-    worker.run()
+    try:
+        worker.run()
+    except event_loop.LoopUnavailable as exc:
+        print(f"worker_sdk: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -78,3 +78,4 @@ class WorkerOptions:
     shutdown_grace: timedelta = timedelta(seconds=30)  # for running jobs to finish on stop
     max_lease_batch: int = 100  # jobs asked for in one Lease call
     thread_pool_size: int | None = None  # for plain (non-async) handlers; None: concurrency
+    event_loop: str = "auto"  # for run(): "auto" (uvloop where installed), "uvloop", "asyncio"

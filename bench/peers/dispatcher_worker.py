@@ -1,12 +1,15 @@
 """A dispatcher worker process for the benchmark.
 
     python -m bench.peers.dispatcher_worker ADDRESS QUEUES [--concurrency 10] [--client raw]
+        [--event-loop auto]
 
 It works the way an SDK worker does: one long-poll `Lease` at a time asking
 for as many jobs as it has free slots (`max_jobs`), each job run as its own
 task, and completions coalesced into batched `Ack` calls (one in flight; the
 tokens that finish meanwhile go in the next one). The handler is the same
-no-op as every peer's: `bench.probe.AsyncProbe.record`.
+no-op as every peer's: `bench.probe.AsyncProbe.record`. It runs on the event
+loop `Worker.run()` would choose (`--event-loop`, by default uvloop where
+installed), as a worker started with `python -m worker_sdk run` does.
 
 The seam for `worker_sdk.Worker`: a loop is a coroutine
 `(address, queues, concurrency, handle, stop)` that runs `handle(payload)` for
@@ -30,6 +33,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from bench.probe import AsyncProbe, probe_url
+from worker_sdk import event_loop
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 
@@ -189,9 +193,12 @@ def main() -> None:
     parser.add_argument("queues", help="comma-separated queue names")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--client", choices=sorted(WORKERS), default="raw")
+    parser.add_argument("--event-loop", choices=event_loop.CHOICES, default="auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run(args.address, args.queues.split(","), args.concurrency, args.client))
+    _, new_loop = event_loop.loop_factory(args.event_loop)
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(run(args.address, args.queues.split(","), args.concurrency, args.client))
 
 
 if __name__ == "__main__":

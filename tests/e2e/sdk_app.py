@@ -3,7 +3,7 @@
 Appends to the file named by LEDGER: "start <job> <attempt>" when a handler
 starts and "end <job> <attempt>" when it returns. Job types: "sleep" sleeps
 payload["s"] seconds (times SLEEP_SCALE from the environment, default 1);
-"quick" returns at once.
+"quick" returns at once; "loop" returns the class of the event loop it runs on.
 """
 
 from __future__ import annotations
@@ -37,3 +37,9 @@ async def quick(job: JobContext) -> dict[str, str]:
     _log(f"start {job.id} {job.attempt}")
     _log(f"end {job.id} {job.attempt}")
     return {"by": str(os.getpid())}
+
+
+@worker.handler("loop")
+async def loop(job: JobContext) -> dict[str, str]:
+    running = type(asyncio.get_running_loop())
+    return {"loop": f"{running.__module__}.{running.__qualname__}"}

@@ -21,7 +21,12 @@ pytestmark = pytest.mark.slow
 
 
 def start_sdk_worker(
-    address: str, ledger: Path, concurrency: int, grace_s: float = 5, sleep_scale: float = 1
+    address: str,
+    ledger: Path,
+    concurrency: int,
+    grace_s: float = 5,
+    sleep_scale: float = 1,
+    flags: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -38,6 +43,7 @@ def start_sdk_worker(
             str(grace_s),
             "--log-level",
             "WARNING",
+            *flags,
         ],
         cwd=ROOT,
         env={**os.environ, "LEDGER": str(ledger), "SLEEP_SCALE": str(sleep_scale)},
@@ -142,3 +148,22 @@ async def test_a_handler_running_for_several_lease_durations_keeps_its_lease(
         job = await client.get(job_id)
     assert job.attempt == 1
     assert starts(ledger) == [job_id]
+
+
+@pytest.mark.parametrize(
+    ("flags", "loop"),
+    [
+        ((), "uvloop.Loop"),
+        (("--event-loop", "asyncio"), "asyncio.unix_events._UnixSelectorEventLoop"),
+    ],
+)
+async def test_an_sdk_worker_runs_its_jobs_on_uvloop_unless_told_to_use_asyncio(
+    stack: Stack, tmp_path: Path, processes: list[Any], flags: tuple[str, ...], loop: str
+) -> None:
+    d = DispatcherProcess(stack, free_port())
+    processes.append(d.proc)
+    processes.append(start_sdk_worker(d.address, tmp_path / "ledger", 2, flags=flags))
+    async with Client(d.address) as client:
+        job = await client.enqueue("q", "loop", {})
+        done = await client.result(job.id, timeout=timedelta(seconds=60))
+    assert done.result_json() == {"loop": loop}

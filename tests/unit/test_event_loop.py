@@ -1,4 +1,5 @@
-"""The event loop `dispatcher serve` runs on: uvloop where installed, else asyncio's."""
+"""The event loop `dispatcher serve` and `Worker.run()` run on: uvloop where installed, else
+asyncio's. (tests/e2e/test_sdk_worker.py runs jobs on both under `python -m worker_sdk run`.)"""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import uvloop
 
-from dispatcher.event_loop import LoopUnavailable, loop_factory
+from worker_sdk.event_loop import LoopUnavailable, loop_factory
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_on(factory: object) -> type:
@@ -69,3 +73,17 @@ def test_serve_refuses_a_missing_uvloop_before_it_starts() -> None:
     assert done.returncode == 2
     assert "event loop 'uvloop' is not installed" in done.stderr
     assert "listening" not in done.stdout
+
+
+def test_an_sdk_worker_refuses_a_missing_uvloop_before_it_connects() -> None:
+    code = (
+        "import sys; sys.modules['uvloop'] = None; from worker_sdk.__main__ import main; "
+        "sys.exit(main(['run', 'tests.e2e.sdk_app:worker', '--event-loop', 'uvloop', "
+        "'--address', '127.0.0.1:9']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 2
+    assert "worker_sdk: event loop 'uvloop' is not installed" in done.stderr
+    assert "leasing from" not in done.stderr

@@ -15,7 +15,7 @@ EXPECTED = {
     "AlreadyExists", "Backoff", "Client", "ConnectOptions", "DeadlineExceeded",
     "DispatcherError", "Enqueued", "FailedPrecondition", "InvalidArgument", "Job",
     "JobContext", "JobFailed", "JobOptions", "JobRequest", "JobState", "JobUpdate",
-    "MisfirePolicy", "Schedule",
+    "LoopUnavailable", "MisfirePolicy", "Schedule",
     "NonRetryable", "NotFound", "PermissionDenied", "Priority", "Progress", "QueueLimits",
     "ResourceExhausted", "Retry", "RetryOptions", "SyncClient", "TerminalReason",
     "Unauthenticated", "Unavailable", "Worker", "WorkerOptions",
