@@ -276,7 +276,7 @@ class Worker:
         self._running += 1
         held.task = asyncio.create_task(self._run_job(held, provider), name=f"job {context.id}")
         held.task.add_done_callback(lambda _: self._job_done())
-        self._heartbeats.changed.set()
+        self._heartbeats.added(held)
 
     def _job_done(self) -> None:
         self._running -= 1

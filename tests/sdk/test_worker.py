@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -26,6 +27,7 @@ from worker_sdk import (
     TerminalReason,
     Worker,
     WorkerOptions,
+    _lease,
 )
 
 QUICK = WorkerOptions(
@@ -103,6 +105,44 @@ async def test_a_plain_function_runs_in_a_thread_and_its_progress_reaches_the_jo
     done = await client.result(job.id, timeout=timedelta(seconds=30))
     assert done.result == b"done"
     assert threads[0].startswith("worker-handler")
+
+
+async def test_a_lease_due_sooner_than_those_held_is_renewed_in_time(
+    connect: ConnectOptions, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each job keeps its own lease duration: a job leased for an hour is held
+    # (its renewal planned 20 minutes on), then one leased for a second arrives.
+    # A worker holding nothing looks again every IDLE_TICK_S: shortened, so that
+    # the hour-long lease is planned for well before the second job arrives.
+    monkeypatch.setattr(_lease, "IDLE_TICK_S", 0.05)
+    worker = Worker(replace(QUICK, lease_duration=None), connect)
+    release = asyncio.Event()
+
+    @worker.handler("hold")
+    async def hold(job: JobContext) -> None:
+        job.progress(float(job.json()["percent"]))  # sent with the next heartbeat
+        await release.wait()
+
+    try:
+        await worker.start()
+        hour = await client.enqueue(
+            "q", "hold", {"percent": 10}, JobOptions(lease_duration=timedelta(hours=1))
+        )
+        await state_is(client, hour.id, JobState.LEASED)
+        await asyncio.sleep(0.3)  # six idle ticks: the 20-minute renewal is planned
+        second = await client.enqueue(
+            "q", "hold", {"percent": 20}, JobOptions(lease_duration=timedelta(seconds=1))
+        )
+
+        async def short_lease_renewed() -> bool:
+            return (await client.get(second.id)).progress.percent == 20
+
+        await until(short_lease_renewed, "the one-second lease renewed")
+        # One call renews every lease held: the hour-long one went with it, 20 minutes early.
+        assert (await client.get(hour.id)).progress.percent == 10
+    finally:
+        release.set()
+        await worker.stop()
 
 
 async def test_an_exception_fails_the_attempt_and_the_job_is_retried(
