@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -49,14 +49,16 @@ Outcome = Ack | Nack
 class Completions:
     """Queue of (lease, outcome) sent in batches by `run()`; `flush()` waits until all are."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, requeued: Callable[[Held], None]) -> None:
         self.client = client
+        self.requeued = requeued  # a failed call's lease must be renewed again
         self.pending: list[tuple[Held, Outcome]] = []
         self.arrived = asyncio.Event()
         self._backoff = _retry.Backoff(client.options.retry)
 
     def put(self, held: Held, outcome: Outcome) -> None:
         held.state = LeaseState.FINISHING if held.state is LeaseState.RUNNING else held.state
+        held.sending = False
         self.pending.append((held, outcome))
         self.arrived.set()
 
@@ -110,6 +112,8 @@ class Completions:
     ) -> None:
         request.namespace = self.client.namespace
         timeout = self.client.options.timeout.total_seconds()
+        for h, _ in batch:
+            h.sending = True
         try:
             reply = await getattr(self.client.raw, method)(request, timeout=timeout)
             errors = [
@@ -129,6 +133,9 @@ class Completions:
                 )
             ):
                 self.pending = [*batch, *self.pending]
+                for h, _ in batch:
+                    h.sending = False
+                    self.requeued(h)
                 raise err from None
             errors = [err.reason or err.code.name]  # a one-item call fails with its item's error
         for (h, o), error in zip(batch, errors, strict=True):

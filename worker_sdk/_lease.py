@@ -53,6 +53,14 @@ class Held:
     state: LeaseState = LeaseState.RUNNING
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)  # settled or given up
+    # Its Ack or Nack call is in flight: that call's reply settles it, so it is
+    # not renewed meanwhile (an outcome that lands first ends the lease, and the
+    # renewal would be refused as if the lease had been lost).
+    sending: bool = False
+
+    @property
+    def renewable(self) -> bool:
+        return self.state is not LeaseState.LOST and not self.sending
 
     def due_at(self, fraction: float) -> float:
         return self.renewed_at + self.duration_s * fraction
@@ -117,7 +125,7 @@ class Heartbeats:
     async def run(self) -> None:
         while True:
             await self._sleep_until_due()
-            leases = [h for h in self.held.values() if h.state is not LeaseState.LOST]
+            leases = [h for h in self.held.values() if h.renewable]
             if not leases:
                 continue
             try:
@@ -132,7 +140,7 @@ class Heartbeats:
     async def _sleep_until_due(self) -> None:
         fraction = self.options.heartbeat_every
         while True:
-            live = [h for h in self.held.values() if h.state is not LeaseState.LOST]
+            live = [h for h in self.held.values() if h.renewable]
             due = min((h.due_at(fraction) for h in live), default=time.monotonic() + IDLE_TICK_S)
             self._wake_at = due
             self.changed.clear()
@@ -169,12 +177,12 @@ class Heartbeats:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.NOT_FOUND,
             ):  # a one-item call fails as a whole with the item's error
-                leases[0].lose(err.reason or err.code.name)
+                _refused(leases[0], err.reason or err.code.name)
                 return
             raise err from None
         for h, result in zip(leases, reply.results, strict=True):
             if result.HasField("error"):
-                h.lose(result.error.reason or str(result.error.code))
+                _refused(h, result.error.reason or str(result.error.code))
             elif result.cancel_requested:
                 logger.info("job %s was cancelled: stopping its handler", h.context.id)
                 h.end(LeaseState.CANCEL_REQUESTED)
@@ -187,3 +195,11 @@ class Heartbeats:
         for h in leases:
             if h.expires_at <= now and h.state is not LeaseState.LOST:
                 h.lose("could not be renewed before it expired")
+
+
+def _refused(h: Held, why: str) -> None:
+    """A renewal was refused: the lease is lost, unless its outcome went out
+    while the renewal was on its way (the outcome's reply settles it then)."""
+    if h.sending or h.done.is_set():
+        return
+    h.lose(why)

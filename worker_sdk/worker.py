@@ -129,7 +129,7 @@ class Worker:
             thread_name_prefix="worker-handler",
         )
         self._heartbeats = Heartbeats(self._client, self._held, self.options)
-        self._completions = Completions(self._client)
+        self._completions = Completions(self._client, self._heartbeats.added)
         self._tasks = [
             asyncio.create_task(self._heartbeats.run(), name="heartbeats"),
             asyncio.create_task(self._completions.run(), name="completions"),

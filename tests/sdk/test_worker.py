@@ -8,7 +8,9 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
+import grpc
 import pytest
 
 from dispatcher.app import DispatcherApp
@@ -143,6 +145,93 @@ async def test_a_lease_due_sooner_than_those_held_is_renewed_in_time(
     finally:
         release.set()
         await worker.stop()
+
+
+async def test_a_lease_whose_ack_is_on_its_way_is_not_renewed_nor_reported_lost(
+    worker: Worker, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The Ack reaches the server and commits, but its reply is held back from
+    # the worker; meanwhile another job's lease is renewed every third of a
+    # second. A renewal of the acked lease would be refused (the job is over)
+    # and was taken for a lost lease whose result would never be sent.
+    finish, ack_landed, reply_held = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    renewed: list[list[str]] = []  # the lease tokens of each Heartbeat call
+
+    @worker.handler("quick")
+    async def quick(job: JobContext) -> str:
+        return "done"
+
+    @worker.handler("hold")
+    async def hold(job: JobContext) -> None:
+        await finish.wait()
+
+    await worker.start()
+    stub = worker._client.raw  # type: ignore[union-attr]  # the worker's own channel
+    ack, heartbeat = stub.Ack, stub.Heartbeat
+
+    async def ack_with_reply_held(request: Any, **kw: Any) -> Any:
+        reply = await ack(request, **kw)
+        ack_landed.set()
+        await reply_held.wait()
+        return reply
+
+    async def recorded_heartbeat(request: Any, **kw: Any) -> Any:
+        renewed.append([item.lease_token for item in request.items])
+        return await heartbeat(request, **kw)
+
+    stub.Ack, stub.Heartbeat = ack_with_reply_held, recorded_heartbeat  # type: ignore[method-assign]
+    try:
+        holder = await client.enqueue("q", "hold", {})
+        await state_is(client, holder.id, JobState.LEASED)
+        job = await client.enqueue("q", "quick", {})
+        await asyncio.wait_for(ack_landed.wait(), 30)
+        await state_is(client, job.id, JobState.SUCCEEDED)
+        since = len(renewed)
+        await until(lambda: _true_if(len(renewed) >= since + 2), "two more heartbeats")
+        later = [token for call in renewed[since:] for token in call]
+        assert any(token.startswith(holder.id) for token in later)
+        assert not any(token.startswith(job.id) for token in later)
+    finally:
+        reply_held.set()
+        finish.set()
+    assert "lost" not in caplog.text
+
+
+async def test_a_lease_whose_ack_failed_is_renewed_until_the_ack_goes_through(
+    worker: Worker, client: Client
+) -> None:
+    # Every Ack fails (UNAVAILABLE) until a Heartbeat has renewed the job's
+    # lease: an outcome call that failed gives its lease back to the renewals.
+    renewed: list[str] = []
+
+    @worker.handler("quick")
+    async def quick(job: JobContext) -> str:
+        return "done"
+
+    await worker.start()
+    stub = worker._client.raw  # type: ignore[union-attr]  # the worker's own channel
+    ack, heartbeat = stub.Ack, stub.Heartbeat
+    refused = 0
+
+    async def ack_after_a_renewal(request: Any, **kw: Any) -> Any:
+        nonlocal refused
+        if not any(item.lease_token in renewed for item in request.items):
+            refused += 1
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"
+            )
+        return await ack(request, **kw)
+
+    async def recorded_heartbeat(request: Any, **kw: Any) -> Any:
+        renewed.extend(item.lease_token for item in request.items)
+        return await heartbeat(request, **kw)
+
+    stub.Ack, stub.Heartbeat = ack_after_a_renewal, recorded_heartbeat  # type: ignore[method-assign]
+    job = await client.enqueue("q", "quick", {})
+    done = await client.result(job.id, timeout=timedelta(seconds=30))
+    assert done.result_json() == "done"
+    assert refused >= 1
+    assert any(token.startswith(job.id) for token in renewed)
 
 
 async def test_an_exception_fails_the_attempt_and_the_job_is_retried(
