@@ -239,13 +239,6 @@ class DispatcherApp:
         if s.auth_required:
             authn = Authenticator(c.runs, c.clock)
             interceptors.append(AuthInterceptor(authn, reflection_open=s.reflection_on))
-        else:
-            logger.warning(
-                "AUTHENTICATION IS OFF: anyone who can reach %s:%s may call every RPC "
-                "(fine for local development on loopback only)",
-                s.host,
-                s.port,
-            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=options,
@@ -269,6 +262,13 @@ class DispatcherApp:
             )
             reflection.enable_server_reflection(names, server)
         self.port = tls.bind(server, s)
+        if not s.auth_required:  # after binding: with --port 0 the port is known only now
+            logger.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach %s:%s may call every RPC "
+                "(fine for local development on loopback only)",
+                s.host,
+                self.port,
+            )
         await self._set_health(False)
         # "liveness" answers SERVING while the process runs, whatever its stores do:
         # for a liveness probe, which should restart a wedged process, not an outage.

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
+from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings
 
 
@@ -24,3 +28,21 @@ def test_reflection_is_served_on_loopback_unless_asked_otherwise() -> None:
     assert Settings(host="127.0.0.1").reflection_on
     assert not Settings(host="0.0.0.0").reflection_on
     assert Settings(host="0.0.0.0", reflection=True).reflection_on
+
+
+async def test_a_server_without_authentication_warns_naming_the_port_it_bound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(port=0, database_url=f"sqlite:///{tmp_path / 'd.db'}", redis_url="")
+    app = DispatcherApp(settings)
+    with caplog.at_level(logging.WARNING, logger="dispatcher.app"):
+        await app.start()
+        try:
+            await app.wait_serving()
+        finally:
+            await app.stop()
+    [warning] = [
+        r.getMessage() for r in caplog.records if "AUTHENTICATION IS OFF" in r.getMessage()
+    ]
+    assert app.port != 0
+    assert f"anyone who can reach 127.0.0.1:{app.port} may call" in warning
