@@ -37,7 +37,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from worker_sdk import _convert, _retry, event_loop
+from worker_sdk import _retry, event_loop
 from worker_sdk._completions import Ack, Completions, Nack, Outcome
 from worker_sdk._convert import duration
 from worker_sdk._lease import Heartbeats, Held, LeaseState, new_held
@@ -46,7 +46,7 @@ from worker_sdk.client import Client
 from worker_sdk.context import JobContext, NonRetryable, Retry
 from worker_sdk.errors import from_rpc_error
 from worker_sdk.options import ConnectOptions, WorkerOptions
-from worker_sdk.types import Job, encode_payload
+from worker_sdk.types import encode_payload
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("worker_sdk")
@@ -270,7 +270,7 @@ class Worker:
         return list(reply.leases)
 
     def _start(self, lease: pb.Lease, provider: trace.TracerProvider) -> None:
-        context = JobContext(_convert.job(lease.job), self.worker_id)
+        context = JobContext._of_lease(lease.job, self.worker_id)
         held = new_held(lease, context, self.options, self._held)
         self._held[held.token] = held
         self._running += 1
@@ -285,7 +285,7 @@ class Worker:
     # ---- running ---------------------------------------------------------------
 
     async def _run_job(self, held: Held, provider: trace.TracerProvider) -> None:
-        with _job_span(held.context.job, provider):
+        with _job_span(held.context, provider):
             outcome = await self._outcome(held)
         if outcome is None:  # lost: nothing may be sent
             held.settle()
@@ -293,9 +293,9 @@ class Worker:
         self._completions.put(held, outcome)
 
     async def _outcome(self, held: Held) -> Outcome | None:
-        registered = self._handlers.get(held.context.job.type)
+        registered = self._handlers.get(held.context.type)
         if registered is None:
-            return Nack(f"no handler for job type {held.context.job.type!r} on {self.worker_id}")
+            return Nack(f"no handler for job type {held.context.type!r} on {self.worker_id}")
         try:
             result = await self._call(registered, held.context)
         except asyncio.CancelledError:
@@ -329,7 +329,9 @@ class Worker:
         return result
 
 
-def _job_span(job: Job, provider: trace.TracerProvider) -> AbstractContextManager[object]:
+def _job_span(
+    context: JobContext, provider: trace.TracerProvider
+) -> AbstractContextManager[object]:
     """The job's CONSUMER span, a child of the producer's trace.
 
     With no tracer provider installed no span would be recorded: then only the
@@ -337,9 +339,10 @@ def _job_span(job: Job, provider: trace.TracerProvider) -> AbstractContextManage
     what the handler calls still joins the trace), at a fraction of the cost.
     """
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        if not job.trace_context:
+        if not context._trace_context():
             return contextlib.nullcontext()
-        return _attached(propagate.extract(dict(job.trace_context)))
+        return _attached(propagate.extract(dict(context._trace_context())))
+    job = context.job
     return tracer.start_as_current_span(
         f"{job.type} process",
         context=propagate.extract(dict(job.trace_context)),

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from opentelemetry import propagate, trace
 
-from worker_sdk import Job, JobState, Priority, Progress
+from worker_sdk import Job, JobContext, JobState, Priority, Progress
 from worker_sdk._convert import job
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 from worker_sdk.worker import _job_span
@@ -29,6 +29,8 @@ def _full_proto_job() -> jpb.Job:
         id="01JCONVERT0000000000000001",
         queue="q",
         type="t",
+        payload=b'{"to": "ada"}',
+        attempt=2,
         state=jpb.JOB_STATE_LEASED,
         priority=jpb.PRIORITY_HIGH,
         metadata={"tenant": "a"},
@@ -76,8 +78,23 @@ def _current_trace_id() -> int:
     return trace.get_current_span().get_span_context().trace_id
 
 
+def test_a_leased_jobs_context_answers_from_the_proto_and_converts_the_job_once() -> None:
+    proto = _full_proto_job()
+    context = JobContext._of_lease(proto, "w1")
+    assert context._job is None  # nothing converted for id, type, attempt or payload
+    assert (context.id, context.type, context.attempt) == (proto.id, proto.type, proto.attempt)
+    assert (context.payload, context.json()) == (proto.payload, {"to": "ada"})
+    assert context._job is None
+    assert context.job == job(proto)
+    assert context.job is context.job  # converted once
+    made = JobContext(job(proto), "w1")  # the public constructor, for handlers' own tests
+    assert (made.id, made.type, made.attempt, made.payload, made.json()) == (
+        context.id, context.type, context.attempt, context.payload, context.json()
+    )  # fmt: skip
+
+
 def test_without_a_tracer_provider_the_handler_runs_in_the_producers_trace() -> None:
-    leased = job(_full_proto_job())
+    leased = JobContext._of_lease(_full_proto_job(), "w1")
     for provider in (trace.NoOpTracerProvider(), trace.ProxyTracerProvider()):
         with _job_span(leased, provider):
             assert _current_trace_id() == TRACE_ID
@@ -88,5 +105,5 @@ def test_without_a_tracer_provider_the_handler_runs_in_the_producers_trace() -> 
 
 
 def test_a_job_without_a_trace_context_runs_outside_any_trace() -> None:
-    with _job_span(job(jpb.Job(id="a")), trace.NoOpTracerProvider()):
+    with _job_span(JobContext._of_lease(jpb.Job(id="a"), "w1"), trace.NoOpTracerProvider()):
         assert not trace.get_current_span().get_span_context().is_valid
