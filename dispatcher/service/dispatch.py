@@ -5,7 +5,9 @@ the Redis index. A crash or a Redis failure between the two leaves SQL right
 and Redis stale; the reaper and the reconciler repair Redis from SQL. The
 one exception is Lease, which must pick atomically: Redis picks and records a
 provisional lease first, then SQL confirms it with a compare-and-set on the
-job's state; a pick that SQL does not confirm is put back.
+job's state; a pick that SQL does not confirm is put back. A new job handed
+straight to a waiting Lease (`service/handoff.py`) follows the same order: its
+lease is recorded in Redis, then its row inserted already leased.
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ from dispatcher.domain.models import (
 )
 from dispatcher.service import dependencies
 from dispatcher.service.group_commit import GroupCommit
+from dispatcher.service.handoff import HandOffs, Offer
 from dispatcher.service.late_notices import LateNotices
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.state import ServingState
-from dispatcher.service.wakeups import Waiter, Waiters
+from dispatcher.service.wakeups import Asker, Waiter, Waiters
 from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
 from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, RunsTx
@@ -139,6 +142,7 @@ class Dispatcher:
     url_guard: Callable[[str, str], Awaitable[None]] | None = None
     _inserts: GroupCommit[InsertRequest, list[Job]] | None = field(default=None, repr=False)
     _late_notices: LateNotices | None = field(default=None, repr=False)
+    _hand_offs: HandOffs | None = field(default=None, repr=False)
 
     @property
     def late_notices(self) -> LateNotices:
@@ -147,6 +151,13 @@ class Dispatcher:
             # `place` with no jobs only publishes the notices.
             self._late_notices = LateNotices(functools.partial(self.index.place, []))
         return self._late_notices
+
+    @property
+    def hand_offs(self) -> HandOffs:
+        """New jobs handed straight to waiting Leases (see `service/handoff.py`)."""
+        if self._hand_offs is None:
+            self._hand_offs = HandOffs(self.waiters, self.index, self.quotas)
+        return self._hand_offs
 
     # ---- enqueue -------------------------------------------------------
 
@@ -198,11 +209,11 @@ class Dispatcher:
         # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
         # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
         runnable = [j for j in created if j.state in (JobState.QUEUED, JobState.SCHEDULED)]
-        await self._index_after_commit(
-            self.index.enqueue(
-                runnable, now, [(j.id, j.namespace, j.queue, j.version) for j in created]
-            )
-        )
+        news = [(j.id, j.namespace, j.queue, j.version) for j in created]
+        if all(j.state is JobState.LEASED for j in created):
+            self.late_notices.send(news)  # handed to waiting Leases: already in Redis
+        else:
+            await self._index_after_commit(self.index.enqueue(runnable, now, news))
         ready = Counter((j.namespace, j.queue) for j in created if j.state is JobState.QUEUED)
         for queue, n in ready.items():
             self.waiters.notify(queue, n)
@@ -236,12 +247,52 @@ class Dispatcher:
         left: list[_Draft] | None = None  # None: every draft is still to be made
         if _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
-            inserted = await self.runs.insert_committed([d.job for d in drafts])
+            offers = await self._offer_to_waiters(drafts)
+            try:
+                inserted = await self.runs.insert_committed([d.job for d in drafts])
+            except BaseException:
+                await self.hand_offs.withdraw(offers.values())
+                raise
+            missed = [o for job_id, o in offers.items() if job_id not in inserted]
+            if missed:  # a taken key: the job goes on as enqueued, to settle the key
+                for d in drafts:
+                    if d.job.id in offers and d.job.id not in inserted:
+                        d.job = offers[d.job.id].queued
+                await self.hand_offs.withdraw(missed)
             created = self._mark_created(drafts, inserted)
+            await self._deliver([o for job_id, o in offers.items() if job_id in inserted])
             left = [d for d in drafts if d.job.id not in inserted]
         if left is None or left:
             created += await self._insert_in_transaction(requests, left)
         return [[d.job for d in created if d.request is r] for r in requests]
+
+    async def _offer_to_waiters(self, drafts: Sequence[_Draft]) -> dict[str, Offer]:
+        """Hand what jobs it can to idle Leases: their drafts become the leased jobs."""
+        if self.state.draining.is_set() or not drafts:
+            return {}
+        now = max(d.request.now for d in drafts)  # calls of one group differ by microseconds
+        offers = await self.hand_offs.offer([d.job for d in drafts], now)
+        for d in drafts:
+            offer = offers.get(d.job.id)
+            if offer is not None:
+                d.job = offer.leased
+        return offers
+
+    async def _deliver(self, offers: Sequence[Offer]) -> None:
+        """Answer the waiters of jobs inserted leased; give back those whose waiter left."""
+        for o in offers:
+            a = telemetry.attrs(o.leased.namespace, o.leased.queue)
+            telemetry.jobs_leased.add(1, a)
+            telemetry.enqueue_to_start.record(0.0, a)
+            if not o.waiter.hand(o.lease):
+                asker = o.waiter.asker
+                assert asker is not None
+                # Given back as the waiter itself would: a lease answers to its credential.
+                reset = auth.current_principal.set(asker.principal)
+                try:
+                    await self._give_back(o.leased.namespace, [o.lease])
+                finally:
+                    auth.current_principal.reset(reset)
 
     async def _insert_in_transaction(
         self, requests: Sequence[InsertRequest], left: list[_Draft] | None
@@ -429,19 +480,34 @@ class Dispatcher:
                 {"namespace": ns},
                 retry_after_ms=1000,
             )
-        with self.waiters.waiting(refs) as waiter:
-            first = True
-            while True:
-                # The first look and each backstop look cover every queue; a look
-                # after wake-ups, only the queues woken (in the order asked).
-                woken = set(waiter.take())
-                look_at = [q for q in queues if first or not woken or (ns, q) in woken]
-                first = False
-                granted = await self._lease_once(ns, req.worker_id, look_at, max_jobs, duration)
-                remaining = deadline - time.monotonic()
-                if granted or remaining <= 0 or self.state.draining.is_set():
-                    return granted
-                await _wait_any(waiter, self.state.draining, min(remaining, RECHECK_S))
+        asker = Asker(req.worker_id, duration, auth.current_principal.get())
+        with self.waiters.waiting(refs, asker) as waiter:
+            try:
+                first = True
+                while True:
+                    handed = waiter.take_handed()  # a job an Enqueue handed over
+                    if handed:
+                        return handed
+                    # The first look and each backstop look cover every queue; a look
+                    # after wake-ups, only the queues woken (in the order asked).
+                    woken = set(waiter.take())
+                    look_at = [q for q in queues if first or not woken or (ns, q) in woken]
+                    first = False
+                    granted = await self._lease_once(
+                        ns, req.worker_id, look_at, max_jobs, duration
+                    )
+                    remaining = deadline - time.monotonic()
+                    if granted or remaining <= 0 or self.state.draining.is_set():
+                        return granted
+                    waiter.idle = True
+                    try:
+                        await _wait_any(waiter, self.state.draining, min(remaining, RECHECK_S))
+                    finally:
+                        waiter.idle = False
+            finally:
+                # Gone before any await: a hand-off still on its way gives its job back.
+                waiter.gone = True
+                await self._give_back(ns, waiter.take_handed())
 
     def _check_lease_request(self, req: LeaseRequest) -> tuple[str, list[str], int, int | None]:
         ns = validation.namespace(req.namespace)

@@ -10,6 +10,10 @@ waking all made every one of them run a lease script for each job, and all
 but one found nothing. A woken waiter owes a look at the queues it was woken
 for; one that leaves before it looks again (it returned, failed or was
 cancelled) passes the wake-up on.
+
+A waiter that is idle (blocked, not looking) can instead be handed a job
+outright: `claim` takes the longest-waiting idle one of a queue, and the
+enqueue that claimed it either `hand`s it a lease or `release`s it.
 """
 
 from __future__ import annotations
@@ -18,16 +22,67 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+
+from dispatcher.domain.auth import Principal
+from dispatcher.domain.models import GrantedLease
 
 QueueRef = tuple[str, str]
 
 
-class Waiter:
-    """One waiting Lease: woken, and for which of its queues."""
+@dataclass(frozen=True)
+class Asker:
+    """Who waits and on what terms: what a lease handed to the waiter is made with."""
 
-    def __init__(self) -> None:
+    worker_id: str
+    duration_ms: int | None  # None: each job's own
+    principal: Principal | None  # the caller's credential (None: the server runs open)
+
+    @property
+    def principal_id(self) -> str:
+        return "" if self.principal is None else self.principal.key_id
+
+
+class Waiter:
+    """One waiting Lease: woken, and for which of its queues; or handed a lease."""
+
+    def __init__(self, asker: Asker | None = None) -> None:
         self._event = asyncio.Event()
         self._woken: dict[QueueRef, None] = {}  # in the order the wake-ups came
+        self.asker = asker  # None: not to be handed jobs
+        self.idle = False  # blocked in its wait, not looking at its queues
+        self.claimed = False  # an enqueue is making a lease for it
+        self.gone = False  # the Lease call has returned or failed
+        self._handed: list[GrantedLease] = []
+        self._skipped: dict[QueueRef, None] = {}  # wake-ups that came while claimed
+
+    def hand(self, lease: GrantedLease) -> bool:
+        """Give the claimed waiter its lease; False if it has gone (the caller gives it back)."""
+        self.claimed = False
+        for queue in self._skipped:  # passed on to another waiter when this one leaves
+            self._woken[queue] = None
+        self._skipped = {}
+        if self.gone:
+            return False
+        self._handed.append(lease)
+        self._event.set()
+        return True
+
+    def release(self) -> None:
+        """The claim came to nothing: the waiter waits on, woken now for what
+        it missed while claimed."""
+        self.claimed = False
+        skipped, self._skipped = self._skipped, {}
+        for queue in skipped:
+            self.wake(queue)
+
+    def skip(self, queue: QueueRef) -> None:
+        """A wake-up for a claimed waiter, kept until its claim ends."""
+        self._skipped[queue] = None
+
+    def take_handed(self) -> list[GrantedLease]:
+        handed, self._handed = self._handed, []
+        return handed
 
     def wake(self, queue: QueueRef) -> None:
         self._woken[queue] = None
@@ -54,18 +109,19 @@ class Waiters:
         self._by_queue: dict[QueueRef, dict[Waiter, None]] = defaultdict(dict)
 
     @contextmanager
-    def waiting(self, queues: Sequence[QueueRef]) -> Iterator[Waiter]:
+    def waiting(self, queues: Sequence[QueueRef], asker: Asker | None = None) -> Iterator[Waiter]:
         """Register one waiter under every queue for the duration of the block.
 
         The holder takes its wake-ups before each look. A wake-up still untaken
         when the block ends came after the last look: another waiter gets it.
         """
-        waiter = Waiter()
+        waiter = Waiter(asker)
         for q in queues:
             self._by_queue[q][waiter] = None
         try:
             yield waiter
         finally:
+            waiter.gone = True
             for q in queues:
                 waiting = self._by_queue.get(q)
                 if waiting is not None:
@@ -78,7 +134,15 @@ class Waiters:
     def notify(self, queue: QueueRef, count: int | None = None) -> None:
         """Wake every waiter of a queue, or `count` that are not woken yet, the
         longest waiting first (each woken waiter looks at least once more)."""
-        waiting = self._by_queue.get(queue, {})
+        # A claimed waiter is about to be handed a job: it is not woken now (it
+        # would look, take jobs of its own and have to give the handed one back),
+        # but when its claim ends.
+        waiting = []
+        for w in self._by_queue.get(queue, {}):
+            if w.claimed:
+                w.skip(queue)
+            else:
+                waiting.append(w)
         if count is None:
             for waiter in waiting:
                 waiter.wake(queue)
@@ -92,6 +156,16 @@ class Waiters:
         # More jobs than unwoken waiters: the woken ones look at this queue too.
         for waiter in waiting:
             waiter.wake(queue)
+
+    def claim(self, queue: QueueRef) -> Waiter | None:
+        """The longest-waiting idle waiter of a queue that takes handed jobs,
+        now claimed (no other enqueue claims it), or None."""
+        for waiter in self._by_queue.get(queue, {}):
+            if waiter.asker is not None and waiter.idle and not waiter.claimed:
+                if not waiter.is_set():
+                    waiter.claimed = True
+                    return waiter
+        return None
 
     def notify_all(self) -> None:
         for queue, waiting in self._by_queue.items():

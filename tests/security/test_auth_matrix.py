@@ -10,11 +10,13 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from sqlalchemy import select
 
 from dispatcher.app import DispatcherApp
 from dispatcher.store.sql.tables import metadata
 from tests.security.conftest import Tokens
+from tests.service.helpers import parked, record_lease_scripts
 from worker_sdk._proto.dispatch.v1 import admin_pb2 as apb
 from worker_sdk._proto.dispatch.v1 import admin_pb2_grpc, dispatcher_pb2_grpc, schedule_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
@@ -374,3 +376,30 @@ async def test_the_streaming_rpc_is_authenticated_and_authorized_like_the_others
         first = await anext(aiter(stream))
         stream.cancel()
         assert first.job_id == world.job_id
+
+
+async def test_a_job_handed_to_a_waiting_lease_answers_to_that_leases_credential_only(
+    secured: tuple[DispatcherApp, Tokens],
+) -> None:
+    app, tokens = secured
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = dispatcher_pb2_grpc.DispatcherServiceStub(channel)
+        waiting = asyncio.ensure_future(
+            stub.Lease(
+                pb.LeaseRequest(worker_id="w", queues=["handed"], wait=Duration(seconds=20)),
+                metadata=bearer(tokens.worker),
+            )
+        )
+        await parked(app.components)  # the Lease has looked once and waits
+        looks = record_lease_scripts(app.components.index)
+        await stub.Enqueue(
+            pb.EnqueueRequest(job=jpb.JobSpec(queue="handed", type="t")),
+            metadata=bearer(tokens.producer),
+        )
+        (lease,) = (await asyncio.wait_for(waiting, 20)).leases
+        assert looks == []  # handed over, not leased through lease.lua
+        ack = pb.AckRequest(items=[pb.AckItem(lease_token=lease.lease_token)])
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Ack(ack, metadata=bearer(tokens.worker2))
+        assert refused.value.code() == C.PERMISSION_DENIED
+        await stub.Ack(ack, metadata=bearer(tokens.worker))

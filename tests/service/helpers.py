@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import TextClause, text
@@ -18,6 +19,7 @@ from dispatcher.domain.models import (
     Priority,
     RetryPolicy,
 )
+from dispatcher.store.redis.index import RedisIndex
 
 
 def stored_job(job_id: str, **kw: Any) -> Job:
@@ -59,6 +61,25 @@ async def lease(
     return await c.dispatcher.lease(
         LeaseRequest("", worker, queues or ["q"], n, wait_ms, duration_ms)
     )
+
+
+async def parked(c: Components, waiters: int = 1) -> None:
+    """Return once `waiters` long-polls have looked, found nothing and wait."""
+    while sum(w.idle for ws in c.waiters._by_queue.values() for w in ws) < waiters:
+        await asyncio.sleep(0.005)
+
+
+def record_lease_scripts(index: RedisIndex) -> list[str]:
+    """The queue of every lease script the index runs from now on, in order."""
+    looked_at: list[str] = []
+    real_lease = index.lease
+
+    async def recorded_lease(ns: str, queue: str, *args: Any) -> Any:
+        looked_at.append(queue)
+        return await real_lease(ns, queue, *args)
+
+    index.lease = recorded_lease  # type: ignore[method-assign,assignment]
+    return looked_at
 
 
 async def ack(c: Components, token: str, result: bytes = b"") -> None:

@@ -14,7 +14,7 @@ from dispatcher.domain.models import JobState, LeaseRequest
 from dispatcher.service import dispatch, listener
 from dispatcher.store.redis.keys import Keys
 from tests.backends import Backend
-from tests.service.helpers import lease, spec
+from tests.service.helpers import lease, record_lease_scripts, spec
 
 
 async def test_a_waiting_lease_wakes_when_another_replica_enqueues(
@@ -112,32 +112,21 @@ async def _through_the_subscription(c: Components) -> None:
                 pass
 
 
-def _record_looks(c: Components) -> list[str]:
-    """The queue of every lease script the replica runs from now on, in order."""
-    looked_at: list[str] = []
-    real_lease = c.index.lease
-
-    async def recorded_lease(ns: str, queue: str, *args: Any) -> Any:
-        looked_at.append(queue)
-        return await real_lease(ns, queue, *args)
-
-    c.index.lease = recorded_lease  # type: ignore[method-assign,assignment]
-    return looked_at
-
-
 async def test_one_new_job_wakes_one_of_sixteen_waiting_polls_and_its_echo_wakes_none(
     replica: Components,
 ) -> None:
     c = replica
     listening = asyncio.create_task(listener.listen_forever(c.index, c.waiters, c.hub, c.state))
-    looks = _record_looks(c)
+    looks = record_lease_scripts(c.index)
     polls = [asyncio.create_task(lease(c, worker=f"w{i}", wait_ms=60_000)) for i in range(16)]
     try:
         while len(looks) < 16:  # each poll has looked once and is parked
             await asyncio.sleep(0.01)
         await _through_the_subscription(c)
         looks.clear()
-        job = (await c.dispatcher.enqueue("", spec())).job
+        # A concurrency key keeps the job from being handed to a poll outright
+        # (tests/service/test_hand_off.py): it is woken for, as a paused queue's is.
+        job = (await c.dispatcher.enqueue("", spec(concurrency_key="k"))).job
         done, pending = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
         await _through_the_subscription(c)  # the enqueue's own wake-up has come back
         await _through_the_subscription(c)  # and a poll it woke would have looked by now
@@ -169,11 +158,12 @@ async def test_a_woken_poll_that_goes_away_before_looking_passes_the_job_on(
 
 
 async def test_a_poll_woken_for_one_of_its_queues_looks_there_only(replica: Components) -> None:
-    looked_at = _record_looks(replica)
+    looked_at = record_lease_scripts(replica.index)
     poll = asyncio.create_task(lease(replica, queues=["a", "b", "c"], wait_ms=60_000))
     while len(looked_at) < 3:  # the first look covers every queue
         await asyncio.sleep(0.01)
     assert looked_at == ["a", "b", "c"]
-    job = (await replica.dispatcher.enqueue("", spec(queue="b"))).job
+    # Not handed over outright (a concurrency key): the poll is woken and looks.
+    job = (await replica.dispatcher.enqueue("", spec(queue="b", concurrency_key="k"))).job
     (granted,) = await asyncio.wait_for(poll, timeout=30)
     assert (granted.job.id, looked_at) == (job.id, ["a", "b", "c", "b"])

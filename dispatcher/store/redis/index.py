@@ -130,6 +130,28 @@ class RedisIndex:
             ids = await self.scripts.lease(keys=keys, args=[n, expire_ms, now_ms])
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
+    async def hand_off(self, jobs: Sequence[Job]) -> set[str]:
+        """Record leased jobs not yet inserted (handed to waiting Leases) in their
+        queues' leased sets, unless a queue is paused or limited; return the ids
+        recorded. The insert follows: if it fails, `forget` them (the reaper
+        would drop them once expired, finding no row)."""
+        groups = _by_queue(jobs)
+
+        def fill(pipe: Any) -> None:
+            for (ns, q), group in groups.items():
+                args: list[Any] = []
+                for j in group:
+                    args += [j.id, j.lease_expires_ms]
+                keys = [self.keys.leased(ns, q), self.keys.paused(ns, q), self.keys.limits(ns, q)]
+                Scripts.call(pipe, self.scripts.hand_off, keys, args)
+                pipe.sadd(self.keys.queues(), Keys.queue_ref(ns, q))
+
+        async with translate_errors("hand_off"):
+            replies = await self.scripts.pipeline(self.client, fill)
+        recorded = replies[::2]  # each script's answer, then its set add
+        return {j.id for group, ok in zip(groups.values(), recorded, strict=True) if ok
+                for j in group}  # fmt: skip
+
     async def extend(self, jobs: Sequence[Job]) -> None:
         def fill(pipe: Any) -> None:
             for (ns, q), group in _by_queue(jobs).items():

@@ -32,6 +32,7 @@ class Scripts:
     remove: Any
     place: Any
     quota: Any
+    hand_off: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

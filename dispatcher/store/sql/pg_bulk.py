@@ -11,7 +11,8 @@ turns back into rows: one array per column cost asyncpg two abstract-base-class
 checks per element, and PostgreSQL 40 arrays to parse. Changes, leases and
 acks bind one array per column (few columns each). The first transition of
 every inserted job is written by the same statement, from the rows the insert
-returned, so a job skipped for a taken idempotency key gets no event.
+returned, so a job skipped for a taken idempotency key gets no event (and a
+job inserted already LEASED, handed to a waiting Lease, gets its two).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextClause, text
 from sqlalchemy.types import TypeEngine
 
+from dispatcher.domain.models import JobState
 from dispatcher.store.sql.tables import KEYED, run_events, runs
 
 
@@ -62,6 +64,11 @@ def _statement() -> TextClause:
         f"), events AS ("
         f" INSERT INTO run_events ({EVENT_COLUMNS})"
         f" SELECT id, version, state, attempt, created_at, '' FROM inserted"
+        # A job handed to a waiting Lease is inserted LEASED at version 2: its
+        # QUEUED version 1 is recorded too (both at its creation, which is when
+        # it was leased).
+        f" UNION ALL SELECT id, 1, '{JobState.QUEUED.value}', 0, created_at, ''"
+        f" FROM inserted WHERE state = '{JobState.LEASED.value}'"
         f") SELECT id FROM inserted"
     )
 

@@ -224,12 +224,17 @@ def row_to_job(r: Sequence[Any]) -> Job:
 
 
 def _first_events(jobs: Sequence[Job], inserted: set[str]) -> list[dict[str, Any]]:
-    """The `run_events` rows of the new jobs that were inserted: each one's first state."""
-    return [
-        _event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
-        for j in jobs
-        if j.id in inserted
-    ]
+    """The `run_events` rows of the new jobs that were inserted: each one's first
+    state, and for a job inserted LEASED (handed to a waiting Lease) the QUEUED
+    version 1 before it, both at its creation (as `pg_bulk.INSERT_JOBS` records)."""
+    out = []
+    for j in jobs:
+        if j.id not in inserted:
+            continue
+        if j.state is JobState.LEASED:
+            out.append(_event_row(Transition(j.id, 1, JobState.QUEUED, 0, j.created_ms)))
+        out.append(_event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms)))
+    return out
 
 
 def _event_row(t: Transition) -> dict[str, Any]:

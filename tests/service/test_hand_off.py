@@ -1,0 +1,180 @@
+"""A job enqueued while a Lease waits on this replica is handed to it outright
+(`service/handoff.py`): inserted already LEASED, no lease script, no second
+statement. The lease is as fenced as any other; jobs the general path must
+judge (paused or limited queues, concurrency keys, taken keys) still take it;
+and a waiter that leaves meanwhile gives its job back at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from dispatcher.app import Components
+from dispatcher.clock import FakeClock
+from dispatcher.domain.errors import LeaseExpired, Unavailable
+from dispatcher.domain.models import AckItem, HeartbeatItem, JobState
+from tests.service.helpers import ack, lease, parked, record_lease_scripts, spec
+
+
+def _waiting_poll(c: Components, **kw: Any) -> asyncio.Task[Any]:
+    return asyncio.create_task(lease(c, wait_ms=60_000, **kw))
+
+
+async def test_a_job_enqueued_while_a_lease_waits_is_handed_over_already_leased(
+    replica: Components, clock: FakeClock
+) -> None:
+    poll = _waiting_poll(replica, worker="w7")
+    await parked(replica)
+    scripts = record_lease_scripts(replica.index)
+    enqueued = await replica.dispatcher.enqueue("", spec(payload=b"hi"))
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == enqueued.job.id and granted.job.payload == b"hi"
+    assert scripts == []  # no lease script: the waiter was handed the job
+    row = await replica.runs.get(granted.job.id)
+    assert row is not None
+    assert (row.state, row.attempt, row.version) == (JobState.LEASED, 1, 2)
+    assert (row.lease_token, row.lease_holder) == (granted.token, "w7")
+    assert row.lease_expires_ms == granted.expire_ms == clock.now_ms() + row.lease_duration_ms
+    history = await replica.runs.events_after({granted.job.id: 0})
+    assert [(t.version, t.state, t.attempt) for t in history] == [
+        (1, JobState.QUEUED, 0),
+        (2, JobState.LEASED, 1),
+    ]
+    # The lease is a lease like any other: it renews, and its Ack ends the job.
+    (renewed,) = await replica.dispatcher.heartbeat("", [HeartbeatItem(granted.token)])
+    assert not isinstance(renewed, Exception)
+    await ack(replica, granted.token, b"done")
+    done = await replica.runs.get(granted.job.id)
+    assert done is not None and (done.state, done.result) == (JobState.SUCCEEDED, b"done")
+
+
+async def test_a_handed_lease_that_is_not_renewed_expires_and_its_token_is_refused(
+    replica: Components, clock: FakeClock
+) -> None:
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    await replica.dispatcher.enqueue("", spec())
+    (first,) = await asyncio.wait_for(poll, timeout=30)
+    clock.advance(first.job.lease_duration_ms / 1000 + 1)
+    await replica.reaper.run_once(clock.now_ms())
+    (again,) = await lease(replica)
+    assert (again.job.id, again.job.attempt) == (first.job.id, 2)
+    with pytest.raises(LeaseExpired):
+        await replica.dispatcher.ack("", [AckItem(first.token, b"late")])
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param({"max_concurrency": 5}, id="concurrency"),
+        pytest.param({"rate_per_s": 100, "burst": 5}, id="rate"),
+        pytest.param({"key_max_concurrency": 2}, id="key-concurrency"),
+    ],
+)
+async def test_a_queue_with_limits_takes_the_general_path(
+    replica: Components, limits: dict[str, float]
+) -> None:
+    await replica.queues.set_limits("", "q", limits)
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    scripts = record_lease_scripts(replica.index)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert (granted.job.id, scripts) == (job.id, ["q"])  # through lease.lua, which applies them
+
+
+async def test_a_paused_queue_hands_nothing_over_until_it_is_resumed(
+    replica: Components,
+) -> None:
+    await replica.queues.pause("", "q")
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    await parked(replica)  # the pause holds the job back, whether or not it looked again
+    row = await replica.runs.get(job.id)
+    assert row is not None and (row.state, row.version) == (JobState.QUEUED, 1)
+    assert not poll.done()
+    await replica.queues.resume("", "q")
+    replica.waiters.notify(("default", "q"))
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == job.id
+
+
+async def test_a_job_with_a_concurrency_key_takes_the_general_path(replica: Components) -> None:
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    scripts = record_lease_scripts(replica.index)
+    job = (await replica.dispatcher.enqueue("", spec(concurrency_key="tenant-1"))).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert (granted.job.id, scripts) == (job.id, ["q"])
+
+
+async def test_a_waiter_that_leaves_before_the_insert_commits_has_its_job_given_back(
+    replica: Components,
+) -> None:
+    real_insert, inserting, go_on = replica.runs.insert_committed, asyncio.Event(), asyncio.Event()
+
+    async def slow_insert(*args: Any, **kwargs: Any) -> Any:  # fault injection: a slow commit
+        inserting.set()
+        await go_on.wait()
+        return await real_insert(*args, **kwargs)
+
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    replica.runs.insert_committed = slow_insert  # type: ignore[method-assign]
+    enqueue = asyncio.create_task(replica.dispatcher.enqueue("", spec()))
+    await inserting.wait()  # the waiter is claimed and its lease recorded in Redis
+    poll.cancel()  # its worker went away
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    go_on.set()
+    job = (await enqueue).job
+    back = await replica.runs.get(job.id)
+    assert back is not None
+    assert (back.state, back.attempt) == (JobState.QUEUED, 0)  # given back, no attempt used
+    (again,) = await lease(replica)
+    assert again.job.id == job.id
+
+
+async def test_a_failed_insert_withdraws_the_hand_off_and_the_waiter_waits_on(
+    replica: Components,
+) -> None:
+    real_insert = replica.runs.insert_committed
+    failing = True
+
+    async def insert(*args: Any, **kwargs: Any) -> Any:  # fault injection: the database is down
+        if failing:
+            raise Unavailable("the database is down")
+        return await real_insert(*args, **kwargs)
+
+    replica.runs.insert_committed = insert  # type: ignore[method-assign]
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    with pytest.raises(Unavailable):
+        await replica.dispatcher.enqueue("", spec())
+    leased_key = replica.index.keys.leased("default", "q")
+    assert await replica.index.client.zcard(leased_key) == 0  # nothing left behind in Redis
+    assert not poll.done()
+    failing = False
+    await parked(replica)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == job.id
+
+
+async def test_a_taken_idempotency_key_hands_nothing_over(replica: Components) -> None:
+    first = (await replica.dispatcher.enqueue("", spec(idempotency_key="k1"))).job
+    (held,) = await lease(replica)
+    await ack(replica, held.token)
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    again = await replica.dispatcher.enqueue("", spec(idempotency_key="k1"))
+    assert (again.job.id, again.created) == (first.id, False)
+    leased_key = replica.index.keys.leased("default", "q")
+    assert await replica.index.client.zcard(leased_key) == 0
+    await parked(replica)  # the waiter was released and waits on
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == job.id
