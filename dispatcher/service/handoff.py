@@ -63,7 +63,8 @@ class HandOffs:
         the offers made, by job id (the jobs to insert leased)."""
         offers: dict[str, Offer] = {}
         for job in jobs:
-            if not self._eligible(job):
+            # Cheapest first: most enqueues find no Lease waiting on their queue.
+            if not self.waiters.waiting_on((job.namespace, job.queue)) or not self._eligible(job):
                 continue
             waiter = self.waiters.claim((job.namespace, job.queue))
             if waiter is None:

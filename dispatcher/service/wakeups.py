@@ -157,6 +157,9 @@ class Waiters:
         for waiter in waiting:
             waiter.wake(queue)
 
+    def waiting_on(self, queue: QueueRef) -> bool:
+        return queue in self._by_queue
+
     def claim(self, queue: QueueRef) -> Waiter | None:
         """The longest-waiting idle waiter of a queue that takes handed jobs,
         now claimed (no other enqueue claims it), or None."""
