@@ -80,6 +80,11 @@ class Waiter:
         """A wake-up for a claimed waiter, kept until its claim ends."""
         self._skipped[queue] = None
 
+    def untaken(self) -> list[QueueRef]:
+        """Wake-ups it will not act on (it is leaving): woken and skipped alike."""
+        skipped, self._skipped = list(self._skipped), {}
+        return list(dict.fromkeys([*self.take(), *skipped]))
+
     def take_handed(self) -> list[GrantedLease]:
         handed, self._handed = self._handed, []
         return handed
@@ -128,7 +133,7 @@ class Waiters:
                     waiting.pop(waiter, None)
                     if not waiting:
                         del self._by_queue[q]
-            for q in waiter.take():
+            for q in waiter.untaken():
                 self.notify(q, 1)
 
     def notify(self, queue: QueueRef, count: int | None = None) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import pytest
 from sqlalchemy import TextClause, text
 
-from dispatcher.app import Components
+from dispatcher.app import Components, DispatcherApp
 from dispatcher.domain.models import (
     AckItem,
     GrantedLease,
@@ -61,6 +63,17 @@ async def lease(
     return await c.dispatcher.lease(
         LeaseRequest("", worker, queues or ["q"], n, wait_ms, duration_ms)
     )
+
+
+async def startup_warnings(app: DispatcherApp, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Start the app, wait until it serves, stop it: the warnings `dispatcher.app` logged."""
+    with caplog.at_level(logging.WARNING, logger="dispatcher.app"):
+        await app.start()
+        try:
+            await app.wait_serving()
+        finally:
+            await app.stop()
+    return [r.getMessage() for r in caplog.records if r.name == "dispatcher.app"]
 
 
 async def parked(c: Components, waiters: int = 1) -> None:

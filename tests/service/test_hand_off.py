@@ -15,6 +15,8 @@ from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import LeaseExpired, Unavailable
 from dispatcher.domain.models import AckItem, HeartbeatItem, JobState
+from dispatcher.service import dispatch
+from tests.backends import Backend
 from tests.service.helpers import ack, lease, parked, record_lease_scripts, spec
 
 
@@ -178,3 +180,32 @@ async def test_a_taken_idempotency_key_hands_nothing_over(replica: Components) -
     job = (await replica.dispatcher.enqueue("", spec())).job
     (granted,) = await asyncio.wait_for(poll, timeout=30)
     assert granted.job.id == job.id
+
+
+async def test_a_waiter_whose_hand_off_fails_looks_at_once_for_a_job_it_was_woken_for_meanwhile(
+    backend: Backend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "RECHECK_S", 60.0)  # no backstop look within the test
+    here, there = backend.components(clock), backend.components(clock)
+    await here.reconciler.ensure_index()
+    await there.reconciler.ensure_index()
+    real_insert, inserting, go_on = here.runs.insert_committed, asyncio.Event(), asyncio.Event()
+
+    async def failing_insert(*args: Any, **kwargs: Any) -> Any:  # fault injection
+        inserting.set()
+        await go_on.wait()
+        raise Unavailable("the database went away")
+
+    poll = _waiting_poll(here)
+    await parked(here)
+    here.runs.insert_committed = failing_insert  # type: ignore[method-assign]
+    handed = asyncio.create_task(here.dispatcher.enqueue("", spec()))
+    await inserting.wait()  # the poll is claimed for that job
+    other = (await there.dispatcher.enqueue("", spec())).job  # another replica's job
+    here.waiters.notify(("default", "q"), 1)  # its wake-up, as the listener delivers it
+    go_on.set()
+    with pytest.raises(Unavailable):
+        await handed
+    here.runs.insert_committed = real_insert  # type: ignore[method-assign]
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == other.id

@@ -7,7 +7,6 @@ Real PostgreSQL, a database of each test's own."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from dispatcher.store.sql.engine import async_url, create_engine
 from dispatcher.store.sql.maintenance import autovacuum_gaps
 from dispatcher.store.sql.runs import RunStore
 from tests.backends import PostgresDatabase, own_postgres
+from tests.service.helpers import startup_warnings
 
 
 @pytest.fixture
@@ -86,13 +86,8 @@ async def test_a_server_started_on_such_a_database_says_so_once_in_its_log(
 ) -> None:
     await _set(engine, "ALTER TABLE run_events SET (autovacuum_enabled = false)")
     app = DispatcherApp(Settings(port=0, database_url=database.url, redis_url=""))
-    with caplog.at_level(logging.WARNING, logger="dispatcher.app"):
-        await app.start()
-        try:
-            await app.wait_serving()
-        finally:
-            await app.stop()
-    warnings = [r.getMessage() for r in caplog.records if "VACUUM ANALYZE" in r.getMessage()]
+    logged = await startup_warnings(app, caplog)
+    warnings = [line for line in logged if "VACUUM ANALYZE" in line]
     assert len(warnings) == 1
     assert "table run_events has autovacuum_enabled = false" in warnings[0]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings
+from tests.service.helpers import startup_warnings
 
 
 def test_loopback_runs_open_by_default_and_anything_else_requires_credentials() -> None:
@@ -35,14 +35,7 @@ async def test_a_server_without_authentication_warns_naming_the_port_it_bound(
 ) -> None:
     settings = Settings(port=0, database_url=f"sqlite:///{tmp_path / 'd.db'}", redis_url="")
     app = DispatcherApp(settings)
-    with caplog.at_level(logging.WARNING, logger="dispatcher.app"):
-        await app.start()
-        try:
-            await app.wait_serving()
-        finally:
-            await app.stop()
-    [warning] = [
-        r.getMessage() for r in caplog.records if "AUTHENTICATION IS OFF" in r.getMessage()
-    ]
+    logged = await startup_warnings(app, caplog)
+    [warning] = [line for line in logged if "AUTHENTICATION IS OFF" in line]
     assert app.port != 0
     assert f"anyone who can reach 127.0.0.1:{app.port} may call" in warning
