@@ -493,9 +493,7 @@ class Dispatcher:
                     woken = set(waiter.take())
                     look_at = [q for q in queues if first or not woken or (ns, q) in woken]
                     first = False
-                    granted = await self._lease_once(
-                        ns, req.worker_id, look_at, max_jobs, duration
-                    )
+                    granted = await self._lease_once(ns, req.worker_id, look_at, max_jobs, duration)
                     remaining = deadline - time.monotonic()
                     if granted or remaining <= 0 or self.state.draining.is_set():
                         return granted
