@@ -280,10 +280,11 @@ class Dispatcher:
 
     async def _deliver(self, offers: Sequence[Offer]) -> None:
         """Answer the waiters of jobs inserted leased; give back those whose waiter left."""
+        now = self.clock.now_ms()
         for o in offers:
             a = telemetry.attrs(o.leased.namespace, o.leased.queue)
             telemetry.jobs_leased.add(1, a)
-            telemetry.enqueue_to_start.record(0.0, a)
+            telemetry.enqueue_to_start.record(max(0, now - o.leased.run_at_ms) / 1000, a)
             if not o.waiter.hand(o.lease):
                 asker = o.waiter.asker
                 assert asker is not None

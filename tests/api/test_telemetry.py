@@ -8,6 +8,7 @@ import socket
 
 import grpc
 import httpx
+from google.protobuf.duration_pb2 import Duration
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from dispatcher import telemetry
 from dispatcher.app import DispatcherApp
+from tests.service.helpers import parked
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
@@ -171,6 +173,27 @@ async def test_the_prometheus_endpoint_shows_the_counters_moving(
     assert moved("dispatcher_stale_calls_refused_total") == 1
     assert moved("dispatcher_job_run_time_seconds_count") == 3
     assert moved("dispatcher_job_enqueue_to_start_seconds_count") == 3
+
+
+async def test_a_job_handed_to_a_waiting_lease_is_counted_as_enqueued_and_leased(
+    app: DispatcherApp, stub: dispatcher_pb2_grpc.DispatcherServiceStub
+) -> None:
+    _, port = installed()
+    before = _scrape(port)
+    waiting = asyncio.ensure_future(
+        stub.Lease(pb.LeaseRequest(worker_id="w", queues=["h"], wait=Duration(seconds=20)))
+    )
+    await parked(app.components)
+    await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="h", type="t")))
+    assert len((await asyncio.wait_for(waiting, 20)).leases) == 1
+    after = _scrape(port)
+
+    def moved(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert moved("dispatcher_jobs_enqueued_total") == 1
+    assert moved("dispatcher_jobs_leased_total") == 1
+    assert moved("dispatcher_job_enqueue_to_start_seconds_count") == 1
 
 
 def test_json_logs_carry_the_job_id_queue_and_trace_id() -> None:
