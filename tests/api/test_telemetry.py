@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+from collections.abc import Callable
 
 import grpc
 import httpx
@@ -143,6 +144,11 @@ async def test_health_checks_make_no_spans(app: DispatcherApp) -> None:
     assert [s.name for s in spans.get_finished_spans() if "Health" in s.name] == []
 
 
+def _moved(before: dict[str, float], after: dict[str, float]) -> Callable[[str], float]:
+    """How far a scraped metric moved between two scrapes."""
+    return lambda name: after.get(name, 0.0) - before.get(name, 0.0)
+
+
 async def test_the_prometheus_endpoint_shows_the_counters_moving(
     app: DispatcherApp, stub: dispatcher_pb2_grpc.DispatcherServiceStub
 ) -> None:
@@ -162,9 +168,7 @@ async def test_the_prometheus_endpoint_shows_the_counters_moving(
     except grpc.aio.AioRpcError as exc:
         assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
     after = _scrape(port)
-
-    def moved(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
+    moved = _moved(before, after)
 
     assert moved("dispatcher_jobs_enqueued_total") == 3
     assert moved("dispatcher_jobs_leased_total") == 3
@@ -187,9 +191,7 @@ async def test_a_job_handed_to_a_waiting_lease_is_counted_as_enqueued_and_leased
     await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="h", type="t")))
     assert len((await asyncio.wait_for(waiting, 20)).leases) == 1
     after = _scrape(port)
-
-    def moved(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
+    moved = _moved(before, after)
 
     assert moved("dispatcher_jobs_enqueued_total") == 1
     assert moved("dispatcher_jobs_leased_total") == 1
