@@ -66,27 +66,30 @@ class JobContext:
         return self._job
 
     @property
+    def _fields(self) -> jpb.Job | Job:
+        """Where the plain fields are read: a leased job's proto, never converted for them."""
+        return self._leased if self._leased is not None else self.job
+
+    @property
     def id(self) -> str:
-        return self._leased.id if self._leased is not None else self.job.id
+        return self._fields.id
 
     @property
     def type(self) -> str:
-        return self._leased.type if self._leased is not None else self.job.type
+        return self._fields.type
 
     def _trace_context(self) -> Mapping[str, str]:
         """`job.trace_context`, without converting a leased job for it."""
-        if self._leased is not None:
-            return self._leased.trace_context
-        return self.job.trace_context
+        return self._fields.trace_context
 
     @property
     def attempt(self) -> int:
         """1 for the first attempt."""
-        return self._leased.attempt if self._leased is not None else self.job.attempt
+        return self._fields.attempt
 
     @property
     def payload(self) -> bytes:
-        return self._leased.payload if self._leased is not None else self.job.payload
+        return self._fields.payload
 
     def json(self) -> Any:
         """The payload decoded from JSON."""

@@ -253,12 +253,12 @@ class Dispatcher:
             except BaseException:
                 await self.hand_offs.withdraw(offers.values())
                 raise
-            missed = [o for job_id, o in offers.items() if job_id not in inserted]
+            missed = {job_id: o for job_id, o in offers.items() if job_id not in inserted}
             if missed:  # a taken key: the job goes on as enqueued, to settle the key
                 for d in drafts:
-                    if d.job.id in offers and d.job.id not in inserted:
-                        d.job = offers[d.job.id].queued
-                await self.hand_offs.withdraw(missed)
+                    if d.job.id in missed:
+                        d.job = missed[d.job.id].queued
+                await self.hand_offs.withdraw(missed.values())
             created = self._mark_created(drafts, inserted)
             await self._deliver([o for job_id, o in offers.items() if job_id in inserted])
             left = [d for d in drafts if d.job.id not in inserted]

@@ -169,10 +169,9 @@ class Waiters:
         """The longest-waiting idle waiter of a queue that takes handed jobs,
         now claimed (no other enqueue claims it), or None."""
         for waiter in self._by_queue.get(queue, {}):
-            if waiter.asker is not None and waiter.idle and not waiter.claimed:
-                if not waiter.is_set():
-                    waiter.claimed = True
-                    return waiter
+            if waiter.asker is not None and waiter.idle and not (waiter.claimed or waiter.is_set()):
+                waiter.claimed = True
+                return waiter
         return None
 
     def notify_all(self) -> None:

@@ -33,10 +33,11 @@ async def autovacuum_gaps(engine: AsyncEngine) -> list[str]:
                 text("SELECT current_setting('autovacuum'), current_setting('track_counts')")
             )
         ).one()
+        regclasses = ", ".join(f"to_regclass('{table}')" for table in JOB_TABLES)
         tables = await conn.execute(
             text(
                 "SELECT c.relname, c.reloptions FROM pg_class c"
-                " WHERE c.oid = ANY (ARRAY[to_regclass('runs'), to_regclass('run_events')])"
+                f" WHERE c.oid = ANY (ARRAY[{regclasses}])"
             )
         )
         options = {name: list(opts or []) for name, opts in tables}
