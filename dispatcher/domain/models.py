@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum, StrEnum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -199,6 +199,48 @@ def evolve(job: Job, **changes: Any) -> Job:
     new.__dict__.update(job.__dict__)
     new.__dict__.update(changes)
     return new
+
+
+class Placeable(Protocol):
+    """What the Redis index reads of a job to put it where its row says: a whole
+    `Job`, or the `LiveEntry` that the reconciler's scans read instead."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> JobState: ...
+    @property
+    def priority(self) -> Priority: ...
+    @property
+    def run_at_ms(self) -> int: ...
+    @property
+    def lease_expires_ms(self) -> int | None: ...
+    @property
+    def concurrency_key(self) -> str: ...
+
+
+class LiveEntry(NamedTuple):
+    """The columns of a live job's row that place it in the index (`Placeable`).
+
+    The reconciler checks a page of live jobs every pass and a rebuild places
+    every one: reading these nine columns instead of whole jobs (payloads,
+    results, JSON) keeps a pass from holding the event loop for milliseconds."""
+
+    id: str
+    namespace: str
+    queue: str
+    version: int
+    state: JobState
+    priority: Priority
+    run_at_ms: int
+    lease_expires_ms: int | None
+    concurrency_key: str
 
 
 @dataclass(frozen=True)

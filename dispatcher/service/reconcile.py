@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.domain.errors import DispatchError
-from dispatcher.domain.models import Job, JobState
+from dispatcher.domain.models import JobState, Placeable
 from dispatcher.service.state import Phase, ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.store.redis.index import RedisIndex, placement
@@ -95,31 +95,31 @@ class Reconciler:
     async def _rebuild(self) -> int:
         after, placed = "", 0
         while True:
-            jobs = await self.runs.live_page(after, self.page)
-            if not jobs:
+            entries = await self.runs.live_entries(after, self.page)
+            if not entries:
                 return placed
             await self.index.try_lock_rebuild(self.owner, REBUILD_LOCK_MS)
-            await self.index.place(jobs)
-            placed += len(jobs)
-            after = jobs[-1].id
+            await self.index.place(entries)
+            placed += len(entries)
+            after = entries[-1].id
 
     async def check_page(self) -> ReconcileStats:
         """Compare one page of live rows with Redis and repair what differs."""
         stats = ReconcileStats()
-        jobs = await self.runs.live_page(self._cursor, self.page)
-        self._cursor = jobs[-1].id if len(jobs) == self.page else ""
-        if not jobs:
+        entries = await self.runs.live_entries(self._cursor, self.page)
+        self._cursor = entries[-1].id if len(entries) == self.page else ""
+        if not entries:
             return stats
-        stats.checked = len(jobs)
-        found = await self.index.membership(jobs)
-        suspects = [
-            j for j, (where, score) in zip(jobs, found, strict=True) if not _agrees(j, where, score)
-        ]
+        stats.checked = len(entries)
+        found = await self.index.membership(entries)
+        agree = [_agrees(e, where, score) for e, (where, score) in zip(entries, found, strict=True)]
+        suspects = [e for e, ok in zip(entries, agree, strict=True) if not ok]
         if suspects:
             # Read again: a row that changed meanwhile was handled by its own writer.
             fresh = await self.runs.get_many([j.id for j in suspects])
-            stable = [j for j in suspects if j.id in fresh and fresh[j.id].version == j.version]
-            stable = [fresh[j.id] for j in stable]
+            stable = [
+                fresh[j.id] for j in suspects if j.id in fresh and fresh[j.id].version == j.version
+            ]
             await self.index.place(stable)
             stats.repaired = len(stable)
             telemetry.reconciler_repairs.add(len(stable))
@@ -134,7 +134,7 @@ class Reconciler:
         return await self.check_page()
 
 
-def _agrees(job: Job, where: str, score: int | None) -> bool:
+def _agrees(job: Placeable, where: str, score: int | None) -> bool:
     want, want_score = placement(job)
     if job.state is JobState.QUEUED and where == "l":
         # A lease in progress: lease.lua moved it before the lease's SQL commit.

@@ -112,7 +112,7 @@ async def _plans(engine: AsyncEngine, marker: str) -> tuple[int, int]:
     ("scan", "marker"),
     [
         (lambda s: s.past_start_deadline(1_700_000_000_000, 500), "start_deadline_at <="),
-        (lambda s: s.live_page("", 1000), "runs.id >"),
+        (lambda s: s.live_entries("", 1000), "runs.id >"),
         (lambda s: s.finished_before(1_700_000_000_000, 500), "finished_at <"),
     ],
     ids=["reaper deadline sweep", "reconciler page", "retention sweep"],

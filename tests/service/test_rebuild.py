@@ -7,7 +7,7 @@ import pytest
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import IndexRebuilding
-from dispatcher.domain.models import HeartbeatItem, JobState, Priority
+from dispatcher.domain.models import HeartbeatItem, JobState, LiveEntry, Priority
 from dispatcher.service.state import Phase
 from tests.backends import Backend
 from tests.service.helpers import ack, lease, spec
@@ -50,6 +50,40 @@ async def test_after_a_redis_wipe_every_live_job_is_delivered_in_priority_order_
     assert counts == {"succeeded": len(queued) + 2, "leased": 1}
     assert held.id == live_lease.job.id
     assert done.state is JobState.QUEUED
+
+
+async def test_the_columns_the_reconciler_reads_say_what_the_whole_rows_say(
+    replica: Components,
+) -> None:
+    d = replica.dispatcher
+    queued = (await d.enqueue("", spec(priority=Priority.HIGH, concurrency_key="k"))).job
+    scheduled = (await d.enqueue("", spec(queue="later", delay_ms=60_000))).job
+    await d.enqueue("", spec(queue="held", lease_duration_ms=10_000))
+    (held,) = await lease(replica, queues=["held"])
+    await d.enqueue("", spec(queue="done"))
+    (finished,) = await lease(replica, queues=["done"])
+    await ack(replica, finished.token)
+
+    entries = await replica.runs.live_entries("", 100)
+
+    assert [e.id for e in entries] == sorted([queued.id, scheduled.id, held.job.id])
+    for entry in entries:
+        job = await replica.runs.get(entry.id)
+        assert job is not None
+        assert entry == LiveEntry(
+            job.id,
+            job.namespace,
+            job.queue,
+            job.version,
+            job.state,
+            job.priority,
+            job.run_at_ms,
+            job.lease_expires_ms,
+            job.concurrency_key,
+        )
+    assert [e.id for e in await replica.runs.live_entries(queued.id, 1)] == [
+        min(scheduled.id, held.job.id)
+    ]
 
 
 async def test_an_expired_lease_is_still_reaped_after_a_wipe(

@@ -13,19 +13,20 @@ import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
 from dispatcher import telemetry
 from dispatcher.domain.errors import Unavailable
-from dispatcher.domain.models import Job, JobState, QueueSettings
+from dispatcher.domain.models import Job, JobState, Placeable, QueueSettings
 from dispatcher.store.redis.keys import Keys
 from dispatcher.store.redis.scripts import Scripts
 
 QueueRef = tuple[str, str]
 # A transition announced on the updates channel: job id, namespace, queue, version.
 Notice = tuple[str, str, str, int]
+P = TypeVar("P", bound=Placeable)
 
 
 @asynccontextmanager
@@ -41,7 +42,7 @@ async def translate_errors(step: str = "") -> AsyncIterator[None]:
         raise Unavailable("Redis is unavailable") from exc
 
 
-def placement(job: Job) -> tuple[str, int]:
+def placement(job: Placeable) -> tuple[str, int]:
     """Where a job belongs in the index given its SQL row, and with which score."""
     if job.state is JobState.QUEUED:
         return "r", int(job.priority)
@@ -52,8 +53,8 @@ def placement(job: Job) -> tuple[str, int]:
     return "-", 0
 
 
-def _by_queue(jobs: Iterable[Job]) -> dict[QueueRef, list[Job]]:
-    groups: dict[QueueRef, list[Job]] = defaultdict(list)
+def _by_queue(jobs: Iterable[P]) -> dict[QueueRef, list[P]]:
+    groups: dict[QueueRef, list[P]] = defaultdict(list)
     for job in jobs:
         groups[(job.namespace, job.queue)].append(job)
     return groups
@@ -163,7 +164,7 @@ class RedisIndex:
         async with translate_errors("extend"):
             await self.scripts.pipeline(self.client, fill)
 
-    async def place(self, jobs: Sequence[Job], notices: Sequence[Notice] = ()) -> None:
+    async def place(self, jobs: Sequence[Placeable], notices: Sequence[Notice] = ()) -> None:
         """Put each job where its SQL state says it belongs (terminal: nowhere)."""
         if not jobs and not notices:
             return
@@ -317,7 +318,7 @@ class RedisIndex:
         async with translate_errors():
             await self.client.ping()
 
-    async def membership(self, jobs: Sequence[Job]) -> list[tuple[str, int | None]]:
+    async def membership(self, jobs: Sequence[Placeable]) -> list[tuple[str, int | None]]:
         """For each job, where the index has it ("r", "s", "l" or "-") and with which score."""
         # One ZMSCORE per queue and index (ready, scheduled, leased), not one ZSCORE
         # per job and index: a page of 1,000 jobs is a few commands, not 3,000.

@@ -38,6 +38,7 @@ from dispatcher.domain.models import (
     Job,
     JobChange,
     JobState,
+    LiveEntry,
     Priority,
     RetryPolicy,
     TerminalReason,
@@ -632,17 +633,23 @@ class RunStore:
             rows = (await conn.execute(stmt)).all()
         return [row_to_job(r) for r in rows]
 
-    async def live_page(self, after_id: str, limit: int) -> list[Job]:
-        """Non-terminal jobs in id order, for rebuilding the Redis index."""
+    async def live_entries(self, after_id: str, limit: int) -> list[LiveEntry]:
+        """Where each non-terminal job belongs in the index, in id order (the
+        columns `placement` reads, not whole jobs), for the reconciler."""
+        c = runs.c
+        columns = (c.id, c.namespace, c.queue, c.version, c.state, c.priority, c.run_at)
         stmt = (
-            select(runs)
-            .where(runs.c.state.in_(LIVE_STATES), runs.c.id > after_id)
-            .order_by(runs.c.id)
+            select(*columns, c.lease_expires_at, c.concurrency_key)
+            .where(c.state.in_(LIVE_STATES), c.id > after_id)
+            .order_by(c.id)
             .limit(limit)
         )
         async with self._scan() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [row_to_job(r) for r in rows]
+        return [
+            LiveEntry(id_, ns, q, v, _STATES[st], _PRIORITIES[pr], run_at, expires, key)
+            for id_, ns, q, v, st, pr, run_at, expires, key in rows
+        ]
 
     async def count_by_state(self) -> dict[str, int]:
         stmt = select(runs.c.state, func.count()).group_by(runs.c.state)
