@@ -243,6 +243,26 @@ class LiveEntry(NamedTuple):
     concurrency_key: str
 
 
+class Acked(NamedTuple):
+    """A job acked in one statement (`RunStore.ack_held`): what the Ack goes on to
+    use (the index drops it, watchers hear of it, metrics time it), read instead
+    of the whole row, whose payload, result and JSON the Ack never looks at.
+    A `Placeable`, so that the index can drop it with the rest."""
+
+    id: str
+    namespace: str
+    queue: str
+    version: int
+    state: JobState
+    attempt: int
+    priority: Priority
+    run_at_ms: int
+    lease_expires_ms: int | None
+    concurrency_key: str
+    started_ms: int | None
+    finished_ms: int | None
+
+
 @dataclass(frozen=True)
 class Transition:
     """One state change of one job, kept in the run_events table."""

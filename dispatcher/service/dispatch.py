@@ -38,6 +38,7 @@ from dispatcher.domain.errors import (
 )
 from dispatcher.domain.limits import Limits
 from dispatcher.domain.models import (
+    Acked,
     AckItem,
     Enqueued,
     Extended,
@@ -714,7 +715,7 @@ class Dispatcher:
         acked = list(held.values())
         await self._index_after_commit(
             self.index.place(
-                [c.after for c in changes] + acked,
+                [*(c.after for c in changes), *acked],
                 notices(changes) + [(j.id, j.namespace, j.queue, j.version) for j in acked],
             )
         )
@@ -724,7 +725,7 @@ class Dispatcher:
 
     async def _ack_held(
         self, ns: str, items: Sequence[AckItem], check: Callable[[int, AckItem], None]
-    ) -> dict[int, Job]:
+    ) -> dict[int, Acked]:
         """Ack in one statement the items whose lease is plainly held (see
         `RunStore.ack_held`); return the acked jobs by item index. The rest, and
         any item whose job id repeats in the call, are left to `_settle`."""
@@ -841,13 +842,15 @@ def record_outcomes(changes: Sequence[JobChange], counter: Any) -> None:
         _record_outcome(counter, c.after, c.before.started_ms, c.at_ms)
 
 
-def record_acks_held(jobs: Sequence[Job]) -> None:
+def record_acks_held(jobs: Sequence[Acked]) -> None:
     """`record_outcomes` for jobs acked in one statement (their start is unchanged)."""
     for j in jobs:
         _record_outcome(telemetry.jobs_acked, j, j.started_ms, j.finished_ms)
 
 
-def _record_outcome(counter: Any, after: Job, started_ms: int | None, at_ms: int | None) -> None:
+def _record_outcome(
+    counter: Any, after: Job | Acked, started_ms: int | None, at_ms: int | None
+) -> None:
     a = telemetry.attrs(after.namespace, after.queue)
     counter.add(1, a)
     if started_ms is not None and at_ms is not None:

@@ -11,7 +11,7 @@ from dispatcher.clock import FakeClock
 from dispatcher.domain import auth, transitions
 from dispatcher.domain.auth import Principal
 from dispatcher.domain.errors import InvalidArgument, LeaseExpired
-from dispatcher.domain.models import AckItem, HeartbeatItem, JobState, Settled, Transition
+from dispatcher.domain.models import Acked, AckItem, HeartbeatItem, JobState, Settled, Transition
 from dispatcher.store.sql.runs import AckHeld
 from tests.service.helpers import PRIMARY_KEY_INDEX, lease, query_plan, spec
 
@@ -35,8 +35,24 @@ async def test_acking_a_held_lease_in_one_statement_writes_what_transitions_ack_
     )
 
     expected = transitions.ack(before, item, now)
-    assert acked == {g.job.id: expected}
     assert await replica.runs.get(g.job.id) == expected
+    e = expected
+    assert acked == {
+        e.id: Acked(
+            e.id,
+            e.namespace,
+            e.queue,
+            e.version,
+            e.state,
+            e.attempt,
+            e.priority,
+            e.run_at_ms,
+            e.lease_expires_ms,
+            e.concurrency_key,
+            e.started_ms,
+            e.finished_ms,
+        )
+    }
     assert await replica.runs.events_after({g.job.id: before.version}) == [
         Transition(g.job.id, before.version + 1, JobState.SUCCEEDED, 1, now, "")
     ]

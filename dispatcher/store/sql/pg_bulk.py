@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextCla
 from sqlalchemy.types import TypeEngine
 
 from dispatcher.domain.models import JobState
-from dispatcher.store.sql.tables import KEYED, run_events, runs
+from dispatcher.store.sql.tables import ACKED_COLUMNS, KEYED, run_events, runs
 
 
 def pg_type(sql_type: TypeEngine[Any]) -> str:
@@ -137,7 +137,8 @@ def _ack_statement() -> TextClause:
     token, unexpired, not cancelled. Jobs with dependents or a callback URL are
     left out: their ack does more (wake dependents, queue a webhook), which the
     general path does. tests/service/test_ack_in_one_statement.py holds the
-    result to `transitions.ack`. Returns the acked rows, after the change.
+    result to `transitions.ack`. Returns the `ACKED_COLUMNS` of the acked rows,
+    after the change.
 
     The rows are found by primary key only. The namespace and state tests are
     written as expressions no index covers (`|| ''`) on purpose: otherwise the
@@ -171,7 +172,7 @@ def _ack_statement() -> TextClause:
         f" AND runs.callback_url = ''"
         f" AND (CAST(:principal AS text) = '' OR runs.lease_principal = ''"
         f" OR runs.lease_principal = CAST(:principal AS text))"
-        f" RETURNING runs.*"
+        f" RETURNING {ACKED_COLUMNS}"
         f"), events AS ("
         f" INSERT INTO run_events ({EVENT_COLUMNS})"
         f" SELECT id, version, state, attempt, CAST(:now AS bigint), '' FROM acked"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     String,
@@ -35,6 +35,7 @@ from dispatcher.domain import webhooks
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import (
     TERMINAL_STATES,
+    Acked,
     Job,
     JobChange,
     JobState,
@@ -50,6 +51,7 @@ from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.tables import KEYED, job_dependencies, run_events, runs, webhook_outbox
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
+Changed = TypeVar("Changed", Job, Acked)  # what `RunStore._update_returning` decodes
 
 # Columns a transition may change; `before.version` guards the write.
 _MUTABLE = (
@@ -165,6 +167,15 @@ _REASONS = {r.value: r for r in TerminalReason}
 def _retry_policy(initial_ms: int, max_ms: int, multiplier: float, jitter: float) -> RetryPolicy:
     """Jobs share a handful of retry policies, and a frozen one can be shared."""
     return RetryPolicy(initial_ms, max_ms, multiplier, jitter)
+
+
+def _acked(r: Any) -> Acked:
+    """An `Acked` of a row of `ACKED_COLUMNS`."""
+    id_, ns, queue, version, state, attempt, priority, run_at, expires, key, started, finished = r
+    return Acked(
+        id_, ns, queue, version, _STATES[state], attempt, _PRIORITIES[priority], run_at,
+        expires, key, started, finished,
+    )  # fmt: skip
 
 
 def row_to_job(r: Sequence[Any]) -> Job:
@@ -472,7 +483,7 @@ class RunStore:
             namespace, grants, worker_id, now_ms, duration_ms, principal
         )
         with telemetry.span("sql.lease_queued"):
-            return await self._update_returning(statement, now_ms)
+            return await self._update_returning(statement, now_ms, row_to_job)
 
     def lease_queued_statement(
         self,
@@ -502,10 +513,10 @@ class RunStore:
 
     async def ack_held(
         self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
-    ) -> dict[str, Job]:
+    ) -> dict[str, Acked]:
         """Ack each job whose lease is still held under the given token, in one
         statement and its own transaction (on SQLite: one UPDATE, then its
-        events); return the acked jobs by id.
+        events); return the acked jobs by id, as far as `Acked` reads them.
 
         Only the plain case is taken: a job that is not held, is cancelled, has
         dependents or a callback URL is left as it is, for the caller to settle
@@ -515,7 +526,7 @@ class RunStore:
             return {}
         statement = self.ack_held_statement(namespace, acks, now_ms, principal)
         with telemetry.span("sql.ack_held"):
-            return await self._update_returning(statement, now_ms)
+            return await self._update_returning(statement, now_ms, _acked)
 
     def ack_held_statement(
         self, namespace: str, acks: Sequence[AckHeld], now_ms: int, principal: str
@@ -558,19 +569,23 @@ class RunStore:
                 )
 
     async def _update_returning(
-        self, statement: tuple[TextClause, dict[str, Any]], now_ms: int
-    ) -> dict[str, Job]:
+        self,
+        statement: tuple[TextClause, dict[str, Any]],
+        now_ms: int,
+        decode: Callable[[Any], Changed],
+    ) -> dict[str, Changed]:
         """Run an UPDATE ... RETURNING of `*_statement` and return the changed jobs
-        by id: on PostgreSQL one statement that also records their transitions,
-        in autocommit; on SQLite (no data-modifying CTE) the UPDATE and then the
-        events, in one transaction on the driver itself (`sqlite_driver`)."""
+        by id, each row decoded by `decode`: on PostgreSQL one statement that also
+        records their transitions, in autocommit; on SQLite (no data-modifying
+        CTE) the UPDATE and then the events, in one transaction on the driver
+        itself (`sqlite_driver`)."""
         if self._is_postgres:
             rows = await self._autocommit(*statement)
-            return {r[0]: row_to_job(r) for r in rows}
-        jobs: dict[str, Job] = {}
+            return {r[0]: decode(r) for r in rows}
+        jobs: dict[str, Changed] = {}
 
         def events_of(rows: Sequence[Any]) -> list[dict[str, Any]]:
-            jobs.update((r[0], row_to_job(r)) for r in rows)
+            jobs.update((r[0], decode(r)) for r in rows)
             return [
                 _event_row(Transition(j.id, j.version, j.state, j.attempt, now_ms, ""))
                 for j in jobs.values()

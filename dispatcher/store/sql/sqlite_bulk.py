@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import TextClause, text
 
+from dispatcher.store.sql.tables import ACKED_COLUMNS
+
 
 def _values(
     name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -94,5 +96,5 @@ def _ack_held(cte: str) -> TextClause:
         f" AND NOT runs.cancel_requested AND NOT runs.has_dependents"
         f" AND runs.callback_url = ''"
         f" AND (:principal = '' OR runs.lease_principal = '' OR runs.lease_principal = :principal)"
-        f" RETURNING *"
+        f" RETURNING {ACKED_COLUMNS}"
     )

@@ -233,3 +233,15 @@ schedules = Table(
     UniqueConstraint("namespace", "name", name="uq_schedules_name"),
     Index("ix_schedules_due", "paused", "next_fire_at"),
 )
+
+
+# What an Ack reads back of each job it acked in one statement (`pg_bulk.ACK_HELD`,
+# `sqlite_bulk.ack_held`): the fields of `models.Acked`, in their order. Qualified:
+# the statements' FROM list has an `id` column of its own.
+ACKED_COLUMNS = ", ".join(
+    f"runs.{c}"
+    for c in (
+        "id", "namespace", "queue", "version", "state", "attempt", "priority", "run_at",
+        "lease_expires_at", "concurrency_key", "started_at", "finished_at",
+    )
+)  # fmt: skip
