@@ -46,6 +46,7 @@ from dispatcher.service.admin import Admin
 from dispatcher.service.authn import Authenticator
 from dispatcher.service.depth import sample_depth_forever
 from dispatcher.service.dispatch import Dispatcher
+from dispatcher.service.index_behind import IndexBehind
 from dispatcher.service.queues import QueueControl
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.retention import RetentionSweeper
@@ -123,7 +124,8 @@ class Components:
 
     def __post_init__(self) -> None:
         self.workers = WorkerRegistry(self.index, self.clock)
-        self.queues = QueueControl(self.runs, self.index, self.clock)
+        self.index_behind = IndexBehind(self.index, self.waiters, self.state)
+        self.queues = QueueControl(self.runs, self.index, self.clock, behind=self.index_behind)
         self.quotas = Quotas(self.runs, self.index, self.clock)
         self.dispatcher = Dispatcher(
             self.runs,
@@ -136,11 +138,14 @@ class Components:
             workers=self.workers,
             queues=self.queues,
             quotas=self.quotas,
+            behind=self.index_behind,
         )
         self.retention = RetentionSweeper(self.runs, self.limits.retention_ms)
         self.schedules = Schedules(self.runs, self.dispatcher, self.clock)
         self.schedule_firer = ScheduleFirer(self.schedules.store, self.dispatcher)
-        self.admin = Admin(self.runs, self.index, self.clock, self.waiters, self.queues)
+        self.admin = Admin(
+            self.runs, self.index, self.clock, self.waiters, self.queues, self.index_behind
+        )
         self.streams = UpdateStreams(self.runs, self.hub, self.limits)
         self.reaper = reaper.Reaper(self.runs, self.index, self.waiters)
         self.reconciler = reconcile.Reconciler(
@@ -351,7 +356,8 @@ class DispatcherApp:
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
         await stop_tasks(self._tasks, self.tasks_stop_within_s)
-        await c.dispatcher.late_notices.flush()  # before the owner closes Redis
+        await c.index_behind.caught_up()  # before the owner closes Redis
+        await c.dispatcher.late_notices.flush()
 
     async def close(self) -> None:
         c = self.components

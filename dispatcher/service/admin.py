@@ -24,6 +24,7 @@ from dispatcher.domain.models import (
     WorkerInfo,
 )
 from dispatcher.service.dispatch import notices
+from dispatcher.service.index_behind import IndexBehind
 from dispatcher.service.queues import QueueControl
 from dispatcher.service.wakeups import Waiters
 from dispatcher.store.redis.index import RedisIndex
@@ -63,6 +64,8 @@ class Admin:
     clock: Clock
     waiters: Waiters
     queues: QueueControl
+    # Index writes still to land after answered Enqueues: listings and purges wait for them.
+    behind: IndexBehind | None = None
 
     def __post_init__(self) -> None:
         self.queries = AdminQueries(self.runs)
@@ -71,6 +74,7 @@ class Admin:
         ns = validation.namespace(namespace)
         size = _page_size(page_size, 1000)
         after = decode_token(page_token)
+        await self._caught_up()
         names = sorted(q for n, q in await self.index.queues() if n == ns and q > after)
         page, more = names[:size], len(names) > size
         stats = [await self.queue_stats(ns, q) for q in page]
@@ -152,6 +156,10 @@ class Admin:
         await self._placed([change])
         return 1
 
+    async def _caught_up(self) -> None:
+        if self.behind is not None:
+            await self.behind.caught_up()
+
     async def _placed(self, changes: Sequence[JobChange]) -> None:
         await self.index.place([c.after for c in changes], notices(changes))
         for ref in {(c.after.namespace, c.after.queue) for c in changes}:
@@ -173,6 +181,7 @@ class Admin:
                 if ids:
                     detail = {"jobs": len(ids), "states": [s.value for s in wanted]}
                     await audit(tx, now, "purge_queue", ns, queue, detail)
+            await self._caught_up()  # an answered Enqueue's write lands before the purge's
             await self.index.forget(ns, queue, ids)
             total += len(ids)
             if len(ids) < BATCH:

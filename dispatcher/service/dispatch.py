@@ -57,6 +57,7 @@ from dispatcher.domain.models import (
 from dispatcher.service import dependencies
 from dispatcher.service.group_commit import GroupCommit
 from dispatcher.service.handoff import HandOffs, Offer
+from dispatcher.service.index_behind import IndexBehind
 from dispatcher.service.late_notices import LateNotices
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.quotas import Quotas
@@ -141,6 +142,9 @@ class Dispatcher:
     quotas: Quotas | None = None
     # Checks where a callback URL points (SSRF) before anything is written.
     url_guard: Callable[[str, str], Awaitable[None]] | None = None
+    # Index writes made after Enqueue answers (see `IndexBehind`), shared with the
+    # services that read the index for a caller: `index_behind` makes one if unset.
+    behind: IndexBehind | None = None
     _inserts: GroupCommit[InsertRequest, list[Job]] | None = field(default=None, repr=False)
     _late_notices: LateNotices | None = field(default=None, repr=False)
     _hand_offs: HandOffs | None = field(default=None, repr=False)
@@ -152,6 +156,12 @@ class Dispatcher:
             # `place` with no jobs only publishes the notices.
             self._late_notices = LateNotices(functools.partial(self.index.place, []))
         return self._late_notices
+
+    @property
+    def index_behind(self) -> IndexBehind:
+        if self.behind is None:
+            self.behind = IndexBehind(self.index, self.waiters, self.state)
+        return self.behind
 
     @property
     def hand_offs(self) -> HandOffs:
@@ -172,7 +182,8 @@ class Dispatcher:
         specs: Sequence[JobSpec | InvalidArgument],
         field_prefix: str = "jobs",
     ) -> list[Outcome[Enqueued]]:
-        """Validate, commit to SQL, then index. Invalid items are not written.
+        """Validate, commit to SQL, answer, then index (`IndexBehind`). Invalid
+        items are not written.
 
         Allowed while the index is being rebuilt: the rebuild and this write
         both place the job from its SQL row, and placing is idempotent.
@@ -213,11 +224,8 @@ class Dispatcher:
         news = [(j.id, j.namespace, j.queue, j.version) for j in created]
         if all(j.state is JobState.LEASED for j in created):
             self.late_notices.send(news)  # handed to waiting Leases: already in Redis
-        else:
-            await self._index_after_commit(self.index.enqueue(runnable, now, news))
-        ready = Counter((j.namespace, j.queue) for j in created if j.state is JobState.QUEUED)
-        for queue, n in ready.items():
-            self.waiters.notify(queue, n)
+        else:  # indexed after the answer; this replica's readers wait for it
+            await self.index_behind.add(runnable, now, news)
         for (q_ns, q_name), n in Counter((j.namespace, j.queue) for j in created).items():
             telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])
@@ -482,6 +490,7 @@ class Dispatcher:
                 {"namespace": ns},
                 retry_after_ms=1000,
             )
+        await self.index_behind.caught_up()  # jobs of answered Enqueues are in the index
         asker = Asker(req.worker_id, duration, auth.current_principal.get())
         with self.waiters.waiting(refs, asker) as waiter:
             try:
@@ -654,6 +663,7 @@ class Dispatcher:
             changes = [] if after is job else [JobChange(job, after, now)]
             changes += await dependencies.propagate(tx, changes, now)
             await tx.save(changes)
+        await self.index_behind.caught_up()  # an answered Enqueue's write lands first
         await self._index_after_commit(
             self.index.place([c.after for c in changes], notices(changes))
         )

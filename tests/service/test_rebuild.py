@@ -104,6 +104,7 @@ async def test_a_wipe_while_running_is_noticed_and_repaired_by_the_reconciler(
     replica: Components, backend: Backend
 ) -> None:
     job = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index_behind.caught_up()  # the write that follows the answer
     await backend.wipe_redis()
     assert await lease(replica) == []  # the index is empty until the reconciler runs
     await replica.reconciler.run_once()
@@ -114,6 +115,7 @@ async def test_the_reconciler_puts_back_a_job_whose_index_write_was_lost(
     replica: Components, backend: Backend
 ) -> None:
     job = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index_behind.caught_up()
     await replica.index.forget("default", "q", [job.id])  # as if the Redis write never happened
     stats = await replica.reconciler.check_page()
     assert stats.repaired == 1
@@ -142,6 +144,7 @@ async def test_the_reconciler_leaves_a_lease_in_progress_alone(
     replica: Components, clock: FakeClock
 ) -> None:
     job = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index_behind.caught_up()
     now = clock.now_ms()
     # lease.lua has moved the job; the lease's SQL commit has not happened yet.
     assert await replica.index.lease("default", "q", 1, now + 30_000, now) == [job.id]

@@ -116,6 +116,7 @@ async def test_a_lease_announces_its_jobs_on_the_updates_channel_once_it_has_ans
     replica: Components,
 ) -> None:
     job = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index_behind.caught_up()  # the enqueue's own notice is out before we listen
     pubsub = replica.index.client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(replica.index.keys.updates_channel())
     try:

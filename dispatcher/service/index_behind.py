@@ -1,0 +1,119 @@
+"""Index writes that follow Enqueue's commit, made after its answer.
+
+An Enqueue is accepted once its insert commits: that is what makes it durable.
+Indexing the new jobs in Redis only makes them leasable, so the call need not
+wait for it. Waiting cost the producer a Redis round trip on every call (by
+hand on PostgreSQL: single Enqueue calls 602-604/s, 1.61 ms p50, against
+708-726/s, 1.35-1.37 ms, when the write follows the answer). `IndexBehind`
+makes the write after the answer; writes that gather while one is in flight
+go out together in the next pipeline, and this replica's waiting Leases are
+woken once their jobs are indexed.
+
+Reading your writes: `caught_up()` returns once every write added before it
+has landed (or failed). What reads or changes the index on behalf of a caller
+(Lease, Cancel, queue statistics and depth limits, admin listings and
+purges) awaits it first, so nothing served by this replica finds a queue
+empty that an answered Enqueue has filled. Another replica learns of the jobs
+from the wake-up the write publishes, as before; a Lease there that does not
+wait (`wait` 0) in the moment between the answer and the write may find
+nothing.
+
+A write that fails (Redis unavailable) asks for a repair, as a failed write
+awaited in the call did: the jobs are committed, and the reconciler puts
+them back. A crash between the answer and the write leaves the same repair.
+At most `max_pending` jobs wait for their write: past that, Enqueue waits for
+the index again, so a stalled Redis slows producers instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+from dispatcher.domain.errors import Unavailable
+from dispatcher.domain.models import Job, JobState
+from dispatcher.service.state import ServingState
+from dispatcher.service.wakeups import Waiters
+from dispatcher.store.redis.index import Notice, RedisIndex
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING_JOBS = 10_000
+
+
+class IndexBehind:
+    """Indexes committed jobs in the background, in gathered batches."""
+
+    def __init__(
+        self,
+        index: RedisIndex,
+        waiters: Waiters,
+        state: ServingState,
+        max_pending: int = MAX_PENDING_JOBS,
+    ) -> None:
+        self._index = index
+        self._waiters = waiters
+        self._state = state
+        self.max_pending = max_pending
+        self._jobs: list[Job] = []
+        self._notices: list[Notice] = []
+        self._now_ms = 0
+        # Resolved when the jobs added but not yet sent are written; then, while
+        # they are written, the future of the write in flight.
+        self._queued: asyncio.Future[None] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    async def add(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
+        """Index `jobs` (committed, QUEUED or SCHEDULED) and publish `notices` soon.
+
+        Returns at once, unless too many jobs already wait for their write."""
+        if not jobs and not notices:
+            return
+        self._jobs += jobs
+        self._notices += notices
+        self._now_ms = max(self._now_ms, now_ms)
+        if self._queued is None:
+            self._queued = asyncio.get_running_loop().create_future()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+        if len(self._jobs) > self.max_pending:
+            await self.caught_up()
+
+    async def caught_up(self) -> None:
+        """Return once everything added so far is written (or given up)."""
+        latest = self._queued or self._in_flight
+        if latest is not None:
+            await asyncio.shield(latest)
+
+    async def _send(self) -> None:
+        try:
+            while self._jobs or self._notices:
+                jobs, self._jobs = self._jobs, []
+                notices, self._notices = self._notices, []
+                done, self._queued = self._queued, None
+                self._in_flight = done
+                try:
+                    await self._write(jobs, notices)
+                finally:
+                    self._in_flight = None
+                    if done is not None and not done.done():
+                        done.set_result(None)
+        finally:
+            self._sender = None
+
+    async def _write(self, jobs: list[Job], notices: list[Notice]) -> None:
+        try:
+            await self._index.enqueue(jobs, self._now_ms, notices)
+        except Unavailable:
+            logger.warning("index update failed after commit; the reconciler will repair it")
+            self._state.request_repair()
+        except Exception:  # no caller is left to tell: log it, and let the reconciler repair
+            logger.exception("index update failed after commit")
+            self._state.request_repair()
+        # Wake this replica's Leases even after a failure: one that finds nothing waits again.
+        ready = Counter((j.namespace, j.queue) for j in jobs if j.state is JobState.QUEUED)
+        for queue, n in ready.items():
+            self._waiters.notify(queue, n)
