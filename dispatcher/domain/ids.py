@@ -32,6 +32,11 @@ def encode_ulid(value: int) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
+def first_id_at(ms: int) -> str:
+    """The smallest job id made at or after `ms`: every later job's id sorts above it."""
+    return encode_ulid(max(ms, 0) << _RANDOM_BITS)
+
+
 class JobIdGenerator:
     """Makes monotonic ULIDs from a millisecond clock reading."""
 

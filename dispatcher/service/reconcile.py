@@ -7,9 +7,9 @@ the index is incomplete this replica reports NOT_SERVING and Lease answers
 UNAVAILABLE, so no worker concludes from an empty answer that a queue is empty.
 
 Reconcile: every pass also checks one page of live rows against Redis (a
-cursor walks the whole table over successive passes) and puts back any job
-that is missing or misplaced, so a Redis write lost after a commit is
-repaired without a restart.
+cursor walks the whole table over successive passes, starting with the jobs
+of the last minute) and puts back any job that is missing or misplaced, so a
+Redis write lost after a commit is repaired without a restart.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from dispatcher import telemetry
 from dispatcher.clock import Clock
+from dispatcher.domain import ids
 from dispatcher.domain.errors import DispatchError
 from dispatcher.domain.models import JobState, Placeable
 from dispatcher.service.state import Phase, ServingState
@@ -32,6 +33,7 @@ from dispatcher.store.sql.runs import RunStore
 logger = logging.getLogger(__name__)
 
 REBUILD_LOCK_MS = 60_000
+RECENT_FIRST_MS = 60_000
 
 
 @dataclass
@@ -61,7 +63,10 @@ class Reconciler:
         # Other state mirrored from SQL into Redis (paused flags), restored with the index.
         self.also_rebuild = list(also_rebuild)
         self.owner = uuid.uuid4().hex
-        self._cursor = ""
+        # A replica starts its walk at the jobs of the last minute (ids sort by
+        # creation time): an index write lost when a replica died, after its
+        # Enqueue answered, is most likely among them (`IndexBehind`).
+        self._cursor = ids.first_id_at(clock.now_ms() - RECENT_FIRST_MS)
         self.totals = ReconcileStats()
 
     async def ensure_index(self) -> int:

@@ -123,6 +123,25 @@ async def test_the_reconciler_puts_back_a_job_whose_index_write_was_lost(
     assert (await replica.reconciler.check_page()).repaired == 0
 
 
+async def test_a_restarted_replica_first_checks_the_jobs_of_the_last_minute(
+    replica: Components, backend: Backend, clock: FakeClock
+) -> None:
+    # An Enqueue answered and its replica died before the index write behind it.
+    older = [(await replica.dispatcher.enqueue("", spec())).job for _ in range(5)]
+    clock.advance(600)
+    lost = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index_behind.caught_up()
+    await replica.index.forget("default", "q", [lost.id])
+
+    restarted = backend.components(clock)
+    restarted.reconciler.page = 2  # the older jobs alone fill more than a page
+    stats = await restarted.reconciler.run_once()
+
+    assert (stats.checked, stats.repaired) == (1, 1)
+    granted = await lease(restarted, n=10)
+    assert {g.job.id for g in granted} == {j.id for j in older} | {lost.id}
+
+
 async def test_membership_places_each_job_of_a_mixed_page_in_its_own_queue_and_index(
     replica: Components, clock: FakeClock
 ) -> None:
