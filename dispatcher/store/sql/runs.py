@@ -672,15 +672,6 @@ class RunStore:
             rows = (await conn.execute(stmt)).all()
         return {r[0]: r[1] for r in rows}
 
-    async def due_scheduled(self, now_ms: int, limit: int) -> list[str]:
-        stmt = (
-            select(runs.c.id)
-            .where(runs.c.state == JobState.SCHEDULED.value, runs.c.run_at <= now_ms)
-            .limit(limit)
-        )
-        async with translate_errors(), self.engine.connect() as conn:
-            return list((await conn.execute(stmt)).scalars())
-
     async def past_start_deadline(self, now_ms: int, limit: int) -> list[str]:
         """Jobs never leased whose start deadline has passed."""
         stmt = (
@@ -706,15 +697,6 @@ class RunStore:
             .limit(limit)
         )
         async with self._scan() as conn:
-            return list((await conn.execute(stmt)).scalars())
-
-    async def expired_leases(self, now_ms: int, limit: int) -> list[str]:
-        stmt = (
-            select(runs.c.id)
-            .where(runs.c.state == JobState.LEASED.value, runs.c.lease_expires_at <= now_ms)
-            .limit(limit)
-        )
-        async with translate_errors(), self.engine.connect() as conn:
             return list((await conn.execute(stmt)).scalars())
 
     async def ping(self) -> None:
