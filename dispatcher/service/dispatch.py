@@ -225,7 +225,7 @@ class Dispatcher:
         if all(j.state is JobState.LEASED for j in created):
             self.late_notices.send(news)  # handed to waiting Leases: already in Redis
         else:  # indexed after the answer; this replica's readers wait for it
-            await self.index_behind.add(runnable, now, news)
+            await self.index_behind.add(runnable, news)
         for (q_ns, q_name), n in Counter((j.namespace, j.queue) for j in created).items():
             telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])

@@ -3,8 +3,9 @@
 An Enqueue is accepted once its insert commits: that is what makes it durable.
 Indexing the new jobs in Redis only makes them leasable, so the call need not
 wait for it. Waiting cost the producer a Redis round trip on every call (by
-hand on PostgreSQL: single Enqueue calls 602-604/s, 1.61 ms p50, against
-708-726/s, 1.35-1.37 ms, when the write follows the answer). `IndexBehind`
+hand on PostgreSQL, two servers alternating, 3 rounds: single Enqueue calls
+549-586/s, 1.65-1.76 ms p50, against 677-704/s, 1.38-1.42 ms, when the write
+follows the answer). `IndexBehind`
 makes the write after the answer; writes that gather while one is in flight
 go out together in the next pipeline, and this replica's waiting Leases are
 woken once their jobs are indexed.
@@ -59,14 +60,13 @@ class IndexBehind:
         self.max_pending = max_pending
         self._jobs: list[Job] = []
         self._notices: list[Notice] = []
-        self._now_ms = 0
         # Resolved when the jobs added but not yet sent are written; then, while
         # they are written, the future of the write in flight.
         self._queued: asyncio.Future[None] | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
 
-    async def add(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
+    async def add(self, jobs: Sequence[Job], notices: Sequence[Notice]) -> None:
         """Index `jobs` (committed, QUEUED or SCHEDULED) and publish `notices` soon.
 
         Returns at once, unless too many jobs already wait for their write."""
@@ -74,7 +74,6 @@ class IndexBehind:
             return
         self._jobs += jobs
         self._notices += notices
-        self._now_ms = max(self._now_ms, now_ms)
         if self._queued is None:
             self._queued = asyncio.get_running_loop().create_future()
         if self._sender is None:
@@ -106,7 +105,7 @@ class IndexBehind:
 
     async def _write(self, jobs: list[Job], notices: list[Notice]) -> None:
         try:
-            await self._index.enqueue(jobs, self._now_ms, notices)
+            await self._index.enqueue(jobs, notices)
         except Unavailable:
             logger.warning("index update failed after commit; the reconciler will repair it")
             self._state.request_repair()

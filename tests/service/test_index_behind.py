@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from dispatcher.app import Components
+from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import JobState
 from tests.service.helpers import lease, spec
@@ -20,12 +21,12 @@ class HeldWrites:
         self.gate = asyncio.Event()
         real = c.index.enqueue
 
-        async def held(jobs: Any, now_ms: int, notices: Any) -> None:
+        async def held(jobs: Any, notices: Any) -> None:
             self.batches.append([j.id for j in jobs])
             await self.gate.wait()
             if fail:
                 raise Unavailable("Redis is unavailable")
-            await real(jobs, now_ms, notices)
+            await real(jobs, notices)
 
         c.index.enqueue = held  # type: ignore[method-assign]
 
@@ -115,3 +116,23 @@ async def test_past_its_backlog_an_enqueue_waits_for_the_index_again(
 
     await third
     assert len(await lease(replica, n=10)) == 3
+
+
+async def test_a_job_scheduled_a_moment_ahead_is_indexed_as_scheduled_when_written_with_later_ones(
+    replica: Components, clock: FakeClock
+) -> None:
+    writes = HeldWrites(replica)
+    await replica.dispatcher.enqueue("", spec())  # holds the write in flight
+    await asyncio.sleep(0)
+    soon = (await replica.dispatcher.enqueue("", spec(delay_ms=5))).job
+    clock.advance(0.01)  # the next call is made after `soon` is due
+    later = (await replica.dispatcher.enqueue("", spec())).job
+    writes.release()
+    await replica.index_behind.caught_up()
+
+    assert writes.batches[1] == [soon.id, later.id]
+    keys = replica.index.keys
+    assert await replica.index.client.zscore(keys.ready("default", "q"), soon.id) is None
+    assert await replica.index.client.zscore(keys.scheduled("default", "q"), soon.id) == (
+        soon.run_at_ms
+    )

@@ -87,8 +87,9 @@ class RedisIndex:
             payload = json.dumps([list(n) for n in notices], separators=(",", ":"))
             pipe.publish(self.keys.updates_channel(), payload)
 
-    async def enqueue(self, jobs: Sequence[Job], now_ms: int, notices: Sequence[Notice]) -> None:
-        """Index newly inserted jobs and announce them.
+    async def enqueue(self, jobs: Sequence[Job], notices: Sequence[Notice]) -> None:
+        """Index newly inserted jobs (QUEUED or SCHEDULED) where their state says,
+        and announce them.
 
         The wake-up names this replica (`origin`): the caller wakes local waiters
         itself, and other replicas wake as many as there are jobs made ready."""
@@ -97,9 +98,10 @@ class RedisIndex:
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
                 wake = Keys.wake_prefix(ns, q, self.origin)
-                args: list[Any] = [now_ms, self.keys.wake_channel(), wake]
+                args: list[Any] = [self.keys.wake_channel(), wake]
                 for j in group:
-                    args += [j.id, int(j.priority), j.run_at_ms, j.concurrency_key]
+                    where, score = placement(j)
+                    args += [j.id, where, score, j.concurrency_key]
                 keys = [
                     self.keys.ready(ns, q),
                     self.keys.scheduled(ns, q),
