@@ -179,7 +179,9 @@ class Client:
 
     async def _send_batch(self, batch: list[tuple[jpb.JobSpec, asyncio.Future[Job]]]) -> None:
         try:
-            results = await self._enqueue_specs([spec for spec, _ in batch])
+            results = await self._enqueue_batch(
+                pb.EnqueueBatchRequest(namespace=self.namespace, jobs=[spec for spec, _ in batch])
+            )
         except BaseException as exc:  # the whole call failed: so did each enqueue
             for _, future in batch:
                 if not future.done():
@@ -210,18 +212,22 @@ class Client:
         its DispatcherError, not raised); a call-wide failure raises.
         """
         call = uuid.uuid4().hex  # one random part per call: the items' keys differ by index
-        return await self._enqueue_specs(
-            [_convert.job_spec(r, _key(r, f"{call}-{i}")) for i, r in enumerate(requests)]
-        )
+        batch = pb.EnqueueBatchRequest(namespace=self.namespace)
+        specs = _convert.JobSpecs()
+        for i, r in enumerate(requests):
+            specs.fill(batch.jobs.add(), r, _key(r, f"{call}-{i}"))
+        return await self._enqueue_batch(batch)
 
-    async def _enqueue_specs(self, specs: list[jpb.JobSpec]) -> list[Enqueued | DispatcherError]:
-        """`enqueue_many` for specs already converted."""
-        if not specs:
+    async def _enqueue_batch(
+        self, batch: pb.EnqueueBatchRequest
+    ) -> list[Enqueued | DispatcherError]:
+        """`enqueue_many` for a request already made."""
+        if not batch.jobs:
             return []
-        if len(specs) == 1:  # the server fails a one-item batch as a whole: keep per-item shape
+        if len(batch.jobs) == 1:  # the server fails a one-item batch whole: keep per-item shape
             try:
                 reply = await self._unary(
-                    "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=specs[0]),
+                    "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=batch.jobs[0]),
                     idempotent=True,
                 )  # fmt: skip
             except DispatcherError as exc:
@@ -229,7 +235,6 @@ class Client:
                     raise
                 return [exc]
             return [_convert.enqueued(reply.job, reply.created)]
-        batch = pb.EnqueueBatchRequest(namespace=self.namespace, jobs=specs)
         reply = await self._unary("EnqueueBatch", batch, idempotent=True)
         return [_enqueue_result(r) for r in reply.results]
 

@@ -208,13 +208,13 @@ async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_wind
 ) -> None:
     batches: list[int] = []
     client = Client(connect, batch_window=timedelta(hours=1))
-    send = client._enqueue_specs
+    send = client._enqueue_batch
 
-    async def counted(specs: list[Any]) -> Any:
-        batches.append(len(specs))
-        return await send(specs)
+    async def counted(batch: Any) -> Any:
+        batches.append(len(batch.jobs))
+        return await send(batch)
 
-    monkeypatch.setattr(client, "_enqueue_specs", counted)
+    monkeypatch.setattr(client, "_enqueue_batch", counted)
 
     async def caller(i: int) -> list[Job]:
         return [await client.enqueue("q", "t", {"i": i, "round": r}) for r in range(3)]
