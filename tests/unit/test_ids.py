@@ -41,6 +41,16 @@ def test_an_id_is_the_ulid_spec_encoding_of_time_and_random_bits() -> None:
         assert _decode(text) == value
 
 
+def test_a_generated_id_encodes_its_millisecond_and_its_random_part() -> None:
+    gen = ids.JobIdGenerator()
+    for ms in (0, 1, 1469918176385, 1469918176385, 1469918176386, 2**48 - 1):
+        text = gen.new(ms)
+        value = _decode(text)
+        assert (value >> 80, len(text)) == (ms, 26)
+        assert ids.encode_ulid(value) == text
+    assert ids.JobIdGenerator().new(1469918176385).startswith("01ARYZ6S41")  # the spec's time
+
+
 def test_id_text_order_is_numeric_order() -> None:
     values = sorted({(n * 0x9E3779B97F4A7C15) % 2**128 for n in range(1, 500)})
     texts = [ids.encode_ulid(v) for v in values]
