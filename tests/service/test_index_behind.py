@@ -8,7 +8,7 @@ from typing import Any
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import Unavailable
-from dispatcher.domain.models import JobState
+from dispatcher.domain.models import JobState, Priority
 from tests.service.helpers import lease, spec
 
 
@@ -136,3 +136,17 @@ async def test_a_job_scheduled_a_moment_ahead_is_indexed_as_scheduled_when_writt
     assert await replica.index.client.zscore(keys.scheduled("default", "q"), soon.id) == (
         soon.run_at_ms
     )
+
+
+async def test_a_concurrency_key_of_any_printable_characters_is_indexed_as_given(
+    replica: Components,
+) -> None:
+    key = ' a key\\with|spaces, quotes " and ~ '
+    job = (await replica.dispatcher.enqueue("", spec(concurrency_key=key))).job
+    other = (await replica.dispatcher.enqueue("", spec(priority=Priority.HIGH))).job
+    await replica.index_behind.caught_up()
+
+    keys = replica.index.keys
+    assert await replica.index.client.hget(keys.job_keys("default", "q"), job.id) == key
+    assert await replica.index.client.hget(keys.job_keys("default", "q"), other.id) is None
+    assert [g.job.id for g in await lease(replica, n=2)] == [other.id, job.id]

@@ -98,10 +98,11 @@ class RedisIndex:
             for (ns, q), group in _by_queue(jobs).items():
                 ref = Keys.queue_ref(ns, q)
                 wake = Keys.wake_prefix(ns, q, self.origin)
-                args: list[Any] = [self.keys.wake_channel(), wake]
+                lines = []
                 for j in group:
                     where, score = placement(j)
-                    args += [j.id, where, score, j.concurrency_key]
+                    lines.append(f"{j.id}\t{where}\t{score}\t{j.concurrency_key}\n")
+                args = [self.keys.wake_channel(), wake, "".join(lines)]
                 keys = [
                     self.keys.ready(ns, q),
                     self.keys.scheduled(ns, q),
