@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import grpc
+from google.protobuf import duration_pb2
 
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
@@ -60,7 +61,9 @@ def spec(i: int) -> jpb.JobSpec:
     return jpb.JobSpec(queue="bench", type="noop", payload=str(i).encode())
 
 
-async def drain(stub: dispatcher_pb2_grpc.DispatcherServiceStub, total: int, leasers: int) -> float:
+async def drain(
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub, total: int, leasers: int
+) -> float:
     done = 0
     started = time.perf_counter()
 
@@ -69,7 +72,10 @@ async def drain(stub: dispatcher_pb2_grpc.DispatcherServiceStub, total: int, lea
         while done < total:
             resp = await stub.Lease(
                 pb.LeaseRequest(
-                    worker_id=f"b{n}", queues=["bench"], max_jobs=50, wait={"nanos": 200_000_000}
+                    worker_id=f"b{n}",
+                    queues=["bench"],
+                    max_jobs=50,
+                    wait=duration_pb2.Duration(nanos=200_000_000),
                 )
             )
             if not resp.leases:
@@ -110,7 +116,7 @@ async def measure(port: int, n_single: int, n_batch: int) -> dict[str, float]:
 
 
 async def latency(
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub, n: int = 200
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub, n: int = 200
 ) -> dict[str, float]:
     sent: dict[bytes, float] = {}
     got: list[float] = []
@@ -118,7 +124,12 @@ async def latency(
     async def leaser() -> None:
         while len(got) < n:
             resp = await stub.Lease(
-                pb.LeaseRequest(worker_id="lat", queues=["lat"], max_jobs=10, wait={"seconds": 5})
+                pb.LeaseRequest(
+                    worker_id="lat",
+                    queues=["lat"],
+                    max_jobs=10,
+                    wait=duration_pb2.Duration(seconds=5),
+                )
             )
             now = time.perf_counter()
             for le in resp.leases:

@@ -17,8 +17,8 @@ import sys
 from importlib.metadata import version
 from typing import Any
 
-from arq import create_pool
-from arq.connections import RedisSettings
+from arq import create_pool  # type: ignore[import-not-found]  # only in bench/.venv-arq
+from arq.connections import RedisSettings  # type: ignore[import-not-found]
 
 from bench.peers.base import Peer
 from bench.probe import AsyncProbe
@@ -54,7 +54,7 @@ class ArqPeer(Peer):
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["worker"]:
-    from arq.worker import run_worker
+    from arq.worker import run_worker  # type: ignore[import-not-found]
 
     logging.basicConfig(level=logging.WARNING)
     run_worker(WorkerSettings)

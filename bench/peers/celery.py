@@ -11,7 +11,7 @@ import os
 import sys
 from importlib.metadata import version
 
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 
 from bench.peers.base import Peer
 from bench.probe import Probe
@@ -28,7 +28,7 @@ app.conf.update(
 _probe: Probe | None = None
 
 
-@app.task(name="bench.noop")
+@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop(i: int, n: int, tag: str) -> None:
     global _probe
     if _probe is None:

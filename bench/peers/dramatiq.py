@@ -19,7 +19,7 @@ from bench.probe import Probe
 
 QUEUE = "bench"
 
-broker = RedisBroker(url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6"))
+broker = RedisBroker(url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6"))  # type: ignore[no-untyped-call]
 dramatiq.set_broker(broker)
 _probe: Probe | None = None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import version
 
-from huey import RedisHuey
+from huey import RedisHuey  # type: ignore[import-untyped]
 
 from bench.peers.base import Peer, script
 from bench.probe import Probe
@@ -17,7 +17,7 @@ huey = RedisHuey("bench", url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0
 _probe: Probe | None = None
 
 
-@huey.task()
+@huey.task()  # type: ignore[untyped-decorator]
 def noop(i: int, n: int, tag: str) -> None:
     global _probe
     if _probe is None:

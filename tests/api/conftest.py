@@ -33,5 +33,5 @@ async def channel(app: DispatcherApp) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def stub(channel: grpc.aio.Channel) -> dispatcher_pb2_grpc.DispatcherServiceStub:
+def stub(channel: grpc.aio.Channel) -> dispatcher_pb2_grpc.DispatcherServiceAsyncStub:
     return dispatcher_pb2_grpc.DispatcherServiceStub(channel)

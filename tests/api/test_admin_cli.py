@@ -67,7 +67,7 @@ async def test_enqueue_then_queues_and_jobs_show_what_was_enqueued(
 
 async def test_dead_letter_retry_and_purge_change_what_they_say(
     app: DispatcherApp,
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await stub.EnqueueBatch(
@@ -98,7 +98,7 @@ async def test_a_cli_error_prints_the_code_and_exits_non_zero(
 
 
 async def test_list_jobs_pages_through_every_job_once(
-    channel: grpc.aio.Channel, stub: dispatcher_pb2_grpc.DispatcherServiceStub
+    channel: grpc.aio.Channel, stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub
 ) -> None:
     await stub.EnqueueBatch(pb.EnqueueBatchRequest(jobs=[jpb.JobSpec(queue="q", type="t")] * 25))
     admin = admin_pb2_grpc.AdminServiceStub(channel)

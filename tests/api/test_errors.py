@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 import redis.asyncio as redis_asyncio
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from dispatcher.app import DispatcherApp
@@ -16,10 +16,10 @@ from dispatcher.store.redis.keys import Keys
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.runs import RunStore
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
-from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
-Stub = dispatcher_pb2_grpc.DispatcherServiceStub
+if TYPE_CHECKING:
+    from worker_sdk._proto.dispatch.v1.dispatcher_pb2_grpc import DispatcherServiceAsyncStub as Stub
 
 
 async def _error(call: Any) -> tuple[grpc.StatusCode, str, list[str], str]:
@@ -66,7 +66,7 @@ async def test_a_bad_queue_name_is_invalid_argument_naming_the_field(stub: Stub)
 
 
 async def test_an_unknown_priority_value_is_invalid_argument(stub: Stub) -> None:
-    code, _, fields, _ = await _error(stub.Enqueue(pb.EnqueueRequest(job=job(priority=99))))  # type: ignore[arg-type]
+    code, _, fields, _ = await _error(stub.Enqueue(pb.EnqueueRequest(job=job(priority=99))))
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["job.priority"])
 
 
@@ -117,7 +117,7 @@ async def test_a_multi_item_call_answers_ok_with_one_result_per_item(stub: Stub)
 
 async def test_enqueue_batch_reports_bad_items_and_writes_good_ones(stub: Stub) -> None:
     resp = await stub.EnqueueBatch(
-        pb.EnqueueBatchRequest(jobs=[job(), job(priority=42), job(queue="")])  # type: ignore[arg-type]
+        pb.EnqueueBatchRequest(jobs=[job(), job(priority=42), job(queue="")])
     )
     assert resp.results[0].job.id and resp.results[0].created
     assert resp.results[1].error.reason == "INVALID_FIELD"

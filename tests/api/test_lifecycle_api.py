@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from dispatcher import cli
 from dispatcher.app import DispatcherApp
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
-from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
-Stub = dispatcher_pb2_grpc.DispatcherServiceStub
+if TYPE_CHECKING:
+    from worker_sdk._proto.dispatch.v1.dispatcher_pb2_grpc import DispatcherServiceAsyncStub as Stub
 
 
 def job(**kw: object) -> jpb.JobSpec:
@@ -36,6 +37,7 @@ async def test_a_full_queue_answers_resource_exhausted_with_a_retry_delay(
         await call
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     status = await rpc_status.aio.from_call(call)
+    assert status is not None
     retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
     assert len(retry) == 1
     unpacked = error_details_pb2.RetryInfo()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 import pytest
 from google.protobuf import duration_pb2
@@ -15,7 +17,8 @@ from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 from worker_sdk._proto.dispatch.v1 import schedule_pb2 as spb
 
 C = grpc.StatusCode
-Stub = schedule_pb2_grpc.ScheduleServiceStub
+if TYPE_CHECKING:
+    from worker_sdk._proto.dispatch.v1.schedule_pb2_grpc import ScheduleServiceAsyncStub as Stub
 
 
 @pytest.fixture
@@ -48,7 +51,10 @@ async def test_a_schedule_is_created_read_listed_paused_resumed_and_deleted(
         metadata={"team": "data"},
         max_attempts=5,
         retry_policy=jpb.RetryPolicy(
-            initial_backoff={"seconds": 2}, max_backoff={"seconds": 60}, multiplier=3, jitter=0
+            initial_backoff=duration_pb2.Duration(seconds=2),
+            max_backoff=duration_pb2.Duration(seconds=60),
+            multiplier=3,
+            jitter=0,
         ),
         lease_duration={"seconds": 90},
         delay={"seconds": 5},
@@ -110,7 +116,7 @@ async def test_an_unset_misfire_policy_and_time_zone_come_back_as_their_defaults
 async def test_a_tick_enqueues_a_job_that_getstatus_shows_with_its_schedule(
     app: DispatcherApp,
     schedules: Stub,
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub,
     clock: FakeClock,
 ) -> None:
     x = (
@@ -135,7 +141,9 @@ async def test_a_tick_enqueues_a_job_that_getstatus_shows_with_its_schedule(
             "schedule.timezone",
         ),
         (
-            spb.Schedule(name="c", interval={"nanos": 1_000_000}, job_template=template()),
+            spb.Schedule(
+                name="c", interval=duration_pb2.Duration(nanos=1_000_000), job_template=template()
+            ),
             "schedule.interval",
         ),
         (spb.Schedule(name="c", job_template=template()), "schedule.cron"),

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import grpc
+from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -19,11 +20,11 @@ from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 async def test_reflection_lists_the_dispatcher_and_health_services(
     channel: grpc.aio.Channel,
 ) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
 
     # write()/done_writing() rather than a request generator: no iterator-consuming
     # task is left behind for the event loop's teardown to wait on.
-    call = stub.ServerReflectionInfo()
+    call = stub.ServerReflectionInfo()  # type: ignore[operator]
     await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
     await call.done_writing()
     resp = await call.read()
@@ -53,18 +54,19 @@ async def test_health_says_not_serving_while_the_index_rebuilds(
 
 
 async def test_a_long_poll_answers_empty_before_a_short_client_deadline(
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub,
 ) -> None:
     started = time.monotonic()
     resp = await stub.Lease(
-        pb.LeaseRequest(worker_id="w", queues=["q"], wait={"seconds": 20}), timeout=1.0
+        pb.LeaseRequest(worker_id="w", queues=["q"], wait=duration_pb2.Duration(seconds=20)),
+        timeout=1.0,
     )
     assert list(resp.leases) == []
     assert time.monotonic() - started < 1.0
 
 
 async def test_the_tour_enqueue_lease_heartbeat_ack_status_works_over_grpc(
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub,
 ) -> None:
     enq = await stub.Enqueue(
         pb.EnqueueRequest(
@@ -81,7 +83,11 @@ async def test_the_tour_enqueue_lease_heartbeat_ack_status_works_over_grpc(
     )
     assert enq.job.state == jpb.JOB_STATE_QUEUED
     lease = (
-        await stub.Lease(pb.LeaseRequest(worker_id="w1", queues=["emails"], wait={"seconds": 1}))
+        await stub.Lease(
+            pb.LeaseRequest(
+                worker_id="w1", queues=["emails"], wait=duration_pb2.Duration(seconds=1)
+            )
+        )
     ).leases[0]
     assert lease.job.id == enq.job.id and lease.job.attempt == 1
     assert lease.job.payload == b'{"to":"a@b"}' and lease.job.metadata["tenant"] == "t1"
@@ -114,7 +120,7 @@ async def test_the_tour_enqueue_lease_heartbeat_ack_status_works_over_grpc(
 async def _settles_to(health: health_pb2_grpc.HealthStub, service: str, want: int) -> bool:
     """The health status is reported by a loop; give it a moment to catch up."""
     for _ in range(100):
-        got = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        got = await health.Check(health_pb2.HealthCheckRequest(service=service))  # type: ignore[attr-defined]
         if got.status == want:
             return True
         await asyncio.sleep(0.02)

@@ -60,7 +60,7 @@ async def test_one_trace_shows_the_producer_the_dispatcher_and_the_worker(
     spans.clear()
     tracer = trace.get_tracer("test")
     address = f"127.0.0.1:{app.port}"
-    async with grpc.aio.insecure_channel(address, interceptors=aio_client_interceptors()) as ch:
+    async with grpc.aio.insecure_channel(address, interceptors=aio_client_interceptors()) as ch:  # type: ignore[no-untyped-call]
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
         with tracer.start_as_current_span("producer") as producer:
             job = (await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="q", type="t")))).job
@@ -84,7 +84,7 @@ async def test_concurrent_enqueues_sharing_a_commit_keep_their_own_trace_context
     installed()
     tracer = trace.get_tracer("test")
     address = f"127.0.0.1:{app.port}"
-    async with grpc.aio.insecure_channel(address, interceptors=aio_client_interceptors()) as ch:
+    async with grpc.aio.insecure_channel(address, interceptors=aio_client_interceptors()) as ch:  # type: ignore[no-untyped-call]
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
 
         async def produce(n: int) -> tuple[int, str]:
@@ -140,7 +140,9 @@ async def test_health_checks_make_no_spans(app: DispatcherApp) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
-        await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+        await health_pb2_grpc.HealthStub(ch).Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest()
+        )
     assert [s.name for s in spans.get_finished_spans() if "Health" in s.name] == []
 
 
@@ -150,7 +152,7 @@ def _moved(before: dict[str, float], after: dict[str, float]) -> Callable[[str],
 
 
 async def test_the_prometheus_endpoint_shows_the_counters_moving(
-    app: DispatcherApp, stub: dispatcher_pb2_grpc.DispatcherServiceStub
+    app: DispatcherApp, stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub
 ) -> None:
     _, port = installed()
     before = _scrape(port)
@@ -180,7 +182,7 @@ async def test_the_prometheus_endpoint_shows_the_counters_moving(
 
 
 async def test_a_job_handed_to_a_waiting_lease_is_counted_as_enqueued_and_leased(
-    app: DispatcherApp, stub: dispatcher_pb2_grpc.DispatcherServiceStub
+    app: DispatcherApp, stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub
 ) -> None:
     _, port = installed()
     before = _scrape(port)

@@ -35,7 +35,7 @@ async def _context_per_message(
 async def untraced_server() -> AsyncIterator[grpc.aio.Channel]:
     """A server whose TracingInterceptor sees no tracer provider, and a channel to it."""
     server = grpc.aio.server(interceptors=[TracingInterceptor(tracing_on=lambda: False)])
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "Unary": grpc.unary_unary_rpc_method_handler(_context_of_call),
         "Stream": grpc.unary_stream_rpc_method_handler(_context_per_message),
     }
@@ -50,7 +50,7 @@ async def untraced_server() -> AsyncIterator[grpc.aio.Channel]:
 async def test_without_a_tracer_provider_a_unary_handler_runs_in_the_callers_trace(
     untraced_server: grpc.aio.Channel,
 ) -> None:
-    call = untraced_server.unary_unary("/t.T/Unary")
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = untraced_server.unary_unary("/t.T/Unary")
 
     reply = await call(b"", metadata=(("traceparent", TRACEPARENT),))
 
@@ -60,7 +60,9 @@ async def test_without_a_tracer_provider_a_unary_handler_runs_in_the_callers_tra
 async def test_without_a_tracer_provider_a_streaming_handler_runs_in_the_callers_trace(
     untraced_server: grpc.aio.Channel,
 ) -> None:
-    call = untraced_server.unary_stream("/t.T/Stream")
+    call: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = untraced_server.unary_stream(
+        "/t.T/Stream"
+    )
 
     replies = [json.loads(m) async for m in call(b"", metadata=(("traceparent", TRACEPARENT),))]
 
@@ -71,7 +73,7 @@ async def test_without_a_tracer_provider_a_streaming_handler_runs_in_the_callers
 async def test_a_call_without_trace_headers_runs_in_no_trace(
     untraced_server: grpc.aio.Channel,
 ) -> None:
-    call = untraced_server.unary_unary("/t.T/Unary")
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = untraced_server.unary_unary("/t.T/Unary")
 
     first = await call(b"", metadata=(("traceparent", TRACEPARENT),))
     second = await call(b"")

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -22,8 +23,10 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 SECRET = webhook_signing.new_secret()
-Stub = dispatcher_pb2_grpc.DispatcherServiceStub
-Server = Callable[..., AbstractAsyncContextManager[Stub]]
+if TYPE_CHECKING:
+    from worker_sdk._proto.dispatch.v1.dispatcher_pb2_grpc import DispatcherServiceAsyncStub as Stub
+
+    Server = Callable[..., AbstractAsyncContextManager[Stub]]
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dispatcher.config import Settings

@@ -141,7 +141,9 @@ class DispatcherProcess:
             health = health_pb2_grpc.HealthStub(ch)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+                status = health.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(service=""), timeout=5
+                ).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 time.sleep(0.05)

@@ -13,6 +13,7 @@ import os
 import sys
 
 import grpc
+from google.protobuf import duration_pb2
 
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
@@ -26,7 +27,7 @@ def _log(ledger: str, line: str) -> None:
 
 
 async def slot(
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub,
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub,
     queue: str,
     ledger: str,
     sleep_s: float,
@@ -36,7 +37,10 @@ async def slot(
         try:
             resp = await stub.Lease(
                 pb.LeaseRequest(
-                    worker_id=worker_id, queues=[queue], max_jobs=1, wait={"seconds": 2}
+                    worker_id=worker_id,
+                    queues=[queue],
+                    max_jobs=1,
+                    wait=duration_pb2.Duration(seconds=2),
                 ),
                 timeout=5,
             )

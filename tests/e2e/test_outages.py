@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from tests.backends import Backend, PostgresDatabase, selected_backends
 from tests.e2e.conftest import DispatcherProcess, RedisServer, Stack, free_port
@@ -70,7 +71,12 @@ async def test_with_redis_down_calls_are_unavailable_and_work_again_once_it_retu
         while len(leased) < 2 and time.monotonic() < deadline:
             resp = await _until_ok(
                 lambda: stub.Lease(
-                    pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=10, wait={"seconds": 1})
+                    pb.LeaseRequest(
+                        worker_id="w",
+                        queues=["q"],
+                        max_jobs=10,
+                        wait=duration_pb2.Duration(seconds=1),
+                    )
                 )
             )
             leased += [le.job.id for le in resp.leases]

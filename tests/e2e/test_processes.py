@@ -7,10 +7,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from tests.e2e.conftest import DispatcherProcess, Stack, free_port, read_ledger, start_worker
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
@@ -18,7 +19,8 @@ from worker_sdk._proto.dispatch.v1 import dispatcher_pb2_grpc
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 pytestmark = pytest.mark.slow
-Stub = dispatcher_pb2_grpc.DispatcherServiceStub
+if TYPE_CHECKING:
+    from worker_sdk._proto.dispatch.v1.dispatcher_pb2_grpc import DispatcherServiceAsyncStub as Stub
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") -> None:
@@ -169,7 +171,9 @@ async def test_after_redis_is_wiped_and_the_dispatcher_restarts_jobs_run_in_prio
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
         got = (
             await stub.Lease(
-                pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=100, wait={"seconds": 5})
+                pb.LeaseRequest(
+                    worker_id="w", queues=["q"], max_jobs=100, wait=duration_pb2.Duration(seconds=5)
+                )
             )
         ).leases
         order = [prios[ids.index(le.job.id)] for le in got]
@@ -189,7 +193,10 @@ async def test_sigterm_ends_a_waiting_long_poll_with_an_empty_answer_and_exits_c
         stub = dispatcher_pb2_grpc.DispatcherServiceStub(ch)
         poll = asyncio.ensure_future(
             stub.Lease(
-                pb.LeaseRequest(worker_id="w", queues=["q"], wait={"seconds": 25}), timeout=30
+                pb.LeaseRequest(
+                    worker_id="w", queues=["q"], wait=duration_pb2.Duration(seconds=25)
+                ),
+                timeout=30,
             )
         )
         await asyncio.sleep(0.5)

@@ -53,7 +53,11 @@ class Scripted(dispatcher_pb2_grpc.DispatcherServiceServicer):
     async def StreamUpdates(self, request: Any, context: Any) -> AsyncIterator[Any]:
         versions = self.streams.pop(0)
         for v in versions:
-            state = jpb.JOB_STATE_SUCCEEDED if v == 3 else jpb.JOB_STATE_QUEUED + v - 1
+            state = (
+                jpb.JOB_STATE_SUCCEEDED
+                if v == 3
+                else jpb.JobState.ValueType(jpb.JOB_STATE_QUEUED + v - 1)
+            )
             yield pb.StreamUpdatesResponse(job_id="j1", version=v, state=state)
         if self.streams:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the replica went away")
@@ -62,7 +66,8 @@ class Scripted(dispatcher_pb2_grpc.DispatcherServiceServicer):
 @pytest.fixture
 async def scripted(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Scripted, int]]:
     failures, streams = request.param
-    servicer = Scripted(list(failures), [list(s) for s in streams])
+    # The .pyi marks every RPC abstract; at runtime the base answers UNIMPLEMENTED.
+    servicer = Scripted(list(failures), [list(s) for s in streams])  # type: ignore[abstract]
     server = grpc.aio.server()
     dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -179,7 +179,7 @@ async def test_a_lease_whose_ack_is_on_its_way_is_not_renewed_nor_reported_lost(
         renewed.append([item.lease_token for item in request.items])
         return await heartbeat(request, **kw)
 
-    stub.Ack, stub.Heartbeat = ack_with_reply_held, recorded_heartbeat  # type: ignore[method-assign]
+    stub.Ack, stub.Heartbeat = ack_with_reply_held, recorded_heartbeat
     try:
         holder = await client.enqueue("q", "hold", {})
         await state_is(client, holder.id, JobState.LEASED)
@@ -226,7 +226,7 @@ async def test_a_lease_whose_ack_failed_is_renewed_until_the_ack_goes_through(
         renewed.extend(item.lease_token for item in request.items)
         return await heartbeat(request, **kw)
 
-    stub.Ack, stub.Heartbeat = ack_after_a_renewal, recorded_heartbeat  # type: ignore[method-assign]
+    stub.Ack, stub.Heartbeat = ack_after_a_renewal, recorded_heartbeat
     job = await client.enqueue("q", "quick", {})
     done = await client.result(job.id, timeout=timedelta(seconds=30))
     assert done.result_json() == "done"

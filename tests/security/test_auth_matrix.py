@@ -34,11 +34,11 @@ def bearer(token: str | None) -> list[tuple[str, str]]:
 class World:
     """A job in tenant-a, leased by `worker`, a schedule there, and the stubs to reach them."""
 
-    stub: dispatcher_pb2_grpc.DispatcherServiceStub
-    admin: admin_pb2_grpc.AdminServiceStub
+    stub: dispatcher_pb2_grpc.DispatcherServiceAsyncStub
+    admin: admin_pb2_grpc.AdminServiceAsyncStub
     job_id: str
     token: str
-    schedules: schedule_pb2_grpc.ScheduleServiceStub
+    schedules: schedule_pb2_grpc.ScheduleServiceAsyncStub
     schedule_id: str
 
 
@@ -341,14 +341,16 @@ async def test_health_is_open_and_reflection_is_open_only_when_served(
 
     app, _ = secured
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        reply = await health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest()
+        )
         assert reply.status in (
             health_pb2.HealthCheckResponse.SERVING,
             health_pb2.HealthCheckResponse.NOT_SERVING,
         )
         from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()  # type: ignore[operator, arg-type]
         await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
         await call.done_writing()
         resp = await call.read()

@@ -221,7 +221,7 @@ def calls() -> st.SearchStrategy[tuple[str, str, Any]]:
                     worker_id=w,
                     queues=q,
                     max_jobs=m,
-                    wait={"nanos": 1000},
+                    wait=duration_pb2.Duration(nanos=1000),
                     lease_duration=ld,
                 ),
             ),
@@ -374,8 +374,9 @@ async def test_random_and_hostile_requests_get_only_documented_codes(
 ) -> None:
     seen: list[grpc.StatusCode] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{open_app.port}") as channel:
+        dispatch = dispatcher_pb2_grpc.DispatcherServiceStub(channel)
         stubs = {
-            "dispatch": dispatcher_pb2_grpc.DispatcherServiceStub(channel),
+            "dispatch": dispatch,
             "admin": admin_pb2_grpc.AdminServiceStub(channel),
             "schedule": schedule_pb2_grpc.ScheduleServiceStub(channel),
         }
@@ -396,7 +397,7 @@ async def test_random_and_hostile_requests_get_only_documented_codes(
                 code = C.OK
             seen.append(code)
             assert code in DOCUMENTED, (method, code, request)
-        stub = stubs["dispatch"]
+        stub = dispatch
         # The server keeps serving normal traffic.
         job = (await stub.Enqueue(pb.EnqueueRequest(job=jpb.JobSpec(queue="after", type="t")))).job
         lease = (await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["after"]))).leases[0]

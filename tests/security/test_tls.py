@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import grpc
 import pytest
@@ -30,7 +31,13 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-async def _serve(backend: Backend, clock: FakeClock, **tls: str) -> DispatcherApp:
+class _Tls(TypedDict, total=False):
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+
+
+async def _serve(backend: Backend, clock: FakeClock, **tls: Unpack[_Tls]) -> DispatcherApp:
     app = DispatcherApp(
         Settings(port=0, reaper_interval_s=3600, reconcile_interval_s=3600, **tls),
         backend.components(clock),

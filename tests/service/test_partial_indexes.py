@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from alembic import command
@@ -23,6 +23,8 @@ from dispatcher.store.sql.runs import job_to_row
 from dispatcher.store.sql.tables import runs
 from tests.backends import own_postgres
 from tests.service.helpers import stored_job
+
+T = TypeVar("T")
 
 PARTIAL = {
     "uq_runs_idempotency": "idempotency_key",
@@ -61,10 +63,10 @@ EXISTING = [
 ]
 
 
-def _run(url: str, work: Any) -> Any:
+def _run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work(conn)` in a transaction on a fresh engine; return its result."""
 
-    async def go() -> Any:
+    async def go() -> T:
         engine = create_engine(url)
         try:
             async with engine.begin() as conn:

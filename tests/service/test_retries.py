@@ -16,7 +16,7 @@ from tests.service.helpers import NO_JITTER, lease, nack, spec
 
 async def _fail_until_dead(c: Components, clock: FakeClock, job_id: str) -> list[int]:
     """Nack every attempt, advancing the clock by exactly the backoff; return the gaps (ms)."""
-    gaps = []
+    gaps: list[int] = []
     while True:
         granted = await lease(c)
         if not granted:

@@ -161,7 +161,10 @@ async def test_a_cron_schedule_fires_on_its_wall_clock_times_in_its_time_zone(
         due = (await c.schedules.get("", x.id)).next_fire_ms
         clock.advance((due - clock.now_ms()) / 1000)  # to the tick itself: on time
         assert (await c.schedule_firer.run_once(clock.now_ms())).fired == 1
-    fired = [int(j.idempotency_key.rsplit(":", 1)[1]) for j in await jobs(c)]
+    fired: list[int] = []
+    for j in await jobs(c):
+        assert j.idempotency_key is not None
+        fired.append(int(j.idempotency_key.rsplit(":", 1)[1]))
     local = [datetime.fromtimestamp(t / 1000, paris).strftime("%d %H:%M %z") for t in fired]
     assert local == ["27 09:30 +0100", "28 09:30 +0200", "29 09:30 +0200"]
 

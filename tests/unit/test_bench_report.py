@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 
@@ -221,7 +222,11 @@ def test_op_stats_reports_milliseconds_and_server_cpu_per_call() -> None:
 
 
 def test_growth_divides_the_deepest_figure_by_the_shallowest() -> None:
-    rows = [{"depth": 1_000_000, "x": 3.0}, {"depth": 1000, "x": 2.0}, {"depth": 10, "x": None}]
+    rows: list[dict[str, Any]] = [
+        {"depth": 1_000_000, "x": 3.0},
+        {"depth": 1000, "x": 2.0},
+        {"depth": 10, "x": None},
+    ]
     assert growth(rows, lambda r: r["x"]) == pytest.approx(1.5)
     assert growth(rows[:1], lambda r: r["x"]) is None
     assert growth([{"depth": 1, "x": 0.0}, {"depth": 2, "x": 1.0}], lambda r: r["x"]) is None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from dispatcher.domain.models import Job, JobSpec, JobState, Priority, RetryPolicy, construct
 
-REQUIRED = {
+REQUIRED: dict[str, Any] = {
     "id": "01M83HEKD3AA16Q5HS2VATHPWR",
     "namespace": "ns",
     "queue": "q",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf import duration_pb2
 
 from dispatcher.api import convert
 from dispatcher.domain.errors import InvalidArgument
@@ -46,7 +47,9 @@ def test_an_unset_retry_policy_field_takes_its_default_and_a_zero_jitter_stays_z
 
 
 def test_a_huge_duration_is_clamped_so_validation_can_refuse_it() -> None:
-    spec = convert.to_domain_spec(jpb.JobSpec(queue="q", type="t", delay={"seconds": 10**12}))
+    spec = convert.to_domain_spec(
+        jpb.JobSpec(queue="q", type="t", delay=duration_pb2.Duration(seconds=10**12))
+    )
     assert spec.delay_ms is not None and spec.delay_ms > 365 * 24 * 3600 * 1000
 
 
@@ -72,7 +75,7 @@ def test_a_spec_with_maps_lists_and_durations_set_converts_each_of_them() -> Non
             type="t",
             metadata={"team": "a"},
             depends_on=["01JDEP0000000000000000001"],
-            lease_duration={"seconds": 2, "nanos": 500_000_000},
+            lease_duration=duration_pb2.Duration(seconds=2, nanos=500_000_000),
         )
     )
     assert (spec.metadata, spec.depends_on, spec.lease_duration_ms) == (

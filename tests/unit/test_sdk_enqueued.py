@@ -43,5 +43,5 @@ def test_an_enqueued_value_is_read_only() -> None:
     result = Enqueued(convert_job(REPLY_JOB), created=True)
 
     with pytest.raises(AttributeError):
-        result.created = False  # type: ignore[misc]
+        result.created = False
     assert result.created is True

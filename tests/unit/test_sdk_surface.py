@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
 
 import pytest
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 import worker_sdk
 from worker_sdk import _convert
@@ -58,15 +62,19 @@ def test_no_public_signature_takes_or_returns_a_generated_type() -> None:
         (_convert.REASON_FROM_PROTO, jpb.TerminalReason),
     ],
 )
-def test_every_proto_enum_value_maps_to_an_sdk_value_and_back(table: dict, enum: object) -> None:
-    values = set(enum.values())  # type: ignore[attr-defined]
-    unspecified = {v for v in values if enum.Name(v).endswith("_UNSPECIFIED")}  # type: ignore[attr-defined]
+def test_every_proto_enum_value_maps_to_an_sdk_value_and_back(
+    table: dict[int, Any], enum: EnumTypeWrapper
+) -> None:
+    values = set(enum.values())
+    unspecified = {v for v in values if enum.Name(v).endswith("_UNSPECIFIED")}
     assert values - unspecified <= set(table)
-    back = {
+    to_proto: dict[int, Mapping[Any, int]] = {
         id(_convert.PRIORITY_FROM_PROTO): _convert.PRIORITY_TO_PROTO,
         id(_convert.STATE_FROM_PROTO): _convert.STATE_TO_PROTO,
         id(_convert.REASON_FROM_PROTO): _convert.REASON_TO_PROTO,
-    }[id(table)]
+    }
+    back = to_proto[id(table)]
     for value in values - unspecified:
         assert back[table[value]] == value
-    assert set(back) == set(type(next(iter(back))))  # every SDK member is mapped
+    members: type[Enum] = type(next(iter(back)))
+    assert set(back) == set(members)  # every SDK member is mapped
