@@ -28,13 +28,13 @@ the index again, so a stalled Redis slows producers instead of filling memory.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
 
 from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import Job, JobState
+from dispatcher.service.gather import Gatherer
 from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Waiters
 from dispatcher.store.redis.index import Notice, RedisIndex
@@ -45,7 +45,7 @@ MAX_PENDING_JOBS = 10_000
 
 
 class IndexBehind:
-    """Indexes committed jobs in the background, in gathered batches."""
+    """Indexes committed jobs in the background, in gathered batches (`Gatherer`)."""
 
     def __init__(
         self,
@@ -58,13 +58,8 @@ class IndexBehind:
         self._waiters = waiters
         self._state = state
         self.max_pending = max_pending
-        self._jobs: list[Job] = []
-        self._notices: list[Notice] = []
-        # Resolved when the jobs added but not yet sent are written; then, while
-        # they are written, the future of the write in flight.
-        self._queued: asyncio.Future[None] | None = None
-        self._in_flight: asyncio.Future[None] | None = None
-        self._sender: asyncio.Task[None] | None = None
+        self._gathered: Gatherer[tuple[Sequence[Job], Sequence[Notice]]] = Gatherer(self._write)
+        self._waiting_jobs = 0  # added, not yet taken by a write: the backlog
 
     async def add(self, jobs: Sequence[Job], notices: Sequence[Notice]) -> None:
         """Index `jobs` (committed, QUEUED or SCHEDULED) and publish `notices` soon.
@@ -72,38 +67,19 @@ class IndexBehind:
         Returns at once, unless too many jobs already wait for their write."""
         if not jobs and not notices:
             return
-        self._jobs += jobs
-        self._notices += notices
-        if self._queued is None:
-            self._queued = asyncio.get_running_loop().create_future()
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send())
-        if len(self._jobs) > self.max_pending:
+        self._waiting_jobs += len(jobs)
+        self._gathered.add([(jobs, notices)])
+        if self._waiting_jobs > self.max_pending:
             await self.caught_up()
 
     async def caught_up(self) -> None:
         """Return once everything added so far is written (or given up)."""
-        latest = self._queued or self._in_flight
-        if latest is not None:
-            await asyncio.shield(latest)
+        await self._gathered.caught_up()
 
-    async def _send(self) -> None:
-        try:
-            while self._jobs or self._notices:
-                jobs, self._jobs = self._jobs, []
-                notices, self._notices = self._notices, []
-                done, self._queued = self._queued, None
-                self._in_flight = done
-                try:
-                    await self._write(jobs, notices)
-                finally:
-                    self._in_flight = None
-                    if done is not None and not done.done():
-                        done.set_result(None)
-        finally:
-            self._sender = None
-
-    async def _write(self, jobs: list[Job], notices: list[Notice]) -> None:
+    async def _write(self, batch: list[tuple[Sequence[Job], Sequence[Notice]]]) -> None:
+        jobs = [j for added, _ in batch for j in added]
+        notices = [n for _, added in batch for n in added]
+        self._waiting_jobs -= len(jobs)
         try:
             await self._index.enqueue(jobs, notices)
         except Unavailable:

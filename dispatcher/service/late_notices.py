@@ -4,16 +4,16 @@ A notice only tells StreamUpdates subscribers to look again (the events come
 from SQL, and subscribers re-read every second anyway), so a Lease need not
 wait for its publish before answering the worker: `LateNotices` publishes
 after the reply, and notices that gather while one publish is in flight go
-out together in the next.
+out together in the next (`Gatherer`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from dispatcher.domain.errors import Unavailable
+from dispatcher.service.gather import Gatherer
 from dispatcher.store.redis.index import Notice
 
 logger = logging.getLogger(__name__)
@@ -24,28 +24,17 @@ class LateNotices:
 
     def __init__(self, publish: Callable[[Sequence[Notice]], Awaitable[None]]) -> None:
         self._publish = publish
-        self._pending: list[Notice] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._gathered = Gatherer(self._publish_batch)
 
     def send(self, notices: Sequence[Notice]) -> None:
-        if not notices:
-            return
-        self._pending += notices
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_pending())
+        self._gathered.add(notices)
 
     async def flush(self) -> None:
         """Return once everything sent so far is published (or given up)."""
-        while self._sender is not None:
-            await asyncio.shield(self._sender)
+        await self._gathered.caught_up()
 
-    async def _send_pending(self) -> None:
+    async def _publish_batch(self, batch: list[Notice]) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._publish(batch)
-                except Unavailable:  # subscribers re-read within a second regardless
-                    logger.warning("could not publish %d update notices", len(batch))
-        finally:
-            self._sender = None
+            await self._publish(batch)
+        except Unavailable:  # subscribers re-read within a second regardless
+            logger.warning("could not publish %d update notices", len(batch))
