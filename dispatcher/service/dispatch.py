@@ -167,7 +167,7 @@ class Dispatcher:
     def hand_offs(self) -> HandOffs:
         """New jobs handed straight to waiting Leases (see `service/handoff.py`)."""
         if self._hand_offs is None:
-            self._hand_offs = HandOffs(self.waiters, self.index, self.quotas)
+            self._hand_offs = HandOffs(self.waiters, self.index, self.quotas, self.queues)
         return self._hand_offs
 
     # ---- enqueue -------------------------------------------------------
@@ -256,12 +256,8 @@ class Dispatcher:
         left: list[_Draft] | None = None  # None: every draft is still to be made
         if _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
-            offers = await self._offer_to_waiters(drafts)
-            try:
-                inserted = await self.runs.insert_committed([d.job for d in drafts])
-            except BaseException:
-                await self.hand_offs.withdraw(offers.values())
-                raise
+            offers = self._offer_to_waiters(drafts)
+            inserted, recorded = await self._insert_and_record(drafts, offers)
             missed = {job_id: o for job_id, o in offers.items() if job_id not in inserted}
             if missed:  # a taken key: the job goes on as enqueued, to settle the key
                 for d in drafts:
@@ -269,40 +265,76 @@ class Dispatcher:
                         d.job = missed[d.job.id].queued
                 await self.hand_offs.withdraw(missed.values())
             created = self._mark_created(drafts, inserted)
-            await self._deliver([o for job_id, o in offers.items() if job_id in inserted])
+            kept = [o for job_id, o in offers.items() if job_id in inserted]
+            await self._give_back_refused([o for o in kept if o.leased.id not in recorded])
+            await self._deliver([o for o in kept if o.leased.id in recorded])
             left = [d for d in drafts if d.job.id not in inserted]
         if left is None or left:
             created += await self._insert_in_transaction(requests, left)
         return [[d.job for d in created if d.request is r] for r in requests]
 
-    async def _offer_to_waiters(self, drafts: Sequence[_Draft]) -> dict[str, Offer]:
-        """Hand what jobs it can to idle Leases: their drafts become the leased jobs."""
+    def _offer_to_waiters(self, drafts: Sequence[_Draft]) -> dict[str, Offer]:
+        """Claim idle Leases for what jobs they can take: those drafts become the leased jobs."""
         if self.state.draining.is_set() or not drafts:
             return {}
         now = max(d.request.now for d in drafts)  # calls of one group differ by microseconds
-        offers = await self.hand_offs.offer([d.job for d in drafts], now)
+        offers = self.hand_offs.claim([d.job for d in drafts], now)
         for d in drafts:
             offer = offers.get(d.job.id)
             if offer is not None:
                 d.job = offer.leased
         return offers
 
+    async def _insert_and_record(
+        self, drafts: Sequence[_Draft], offers: dict[str, Offer]
+    ) -> tuple[set[str], set[str]]:
+        """Insert the drafts in a write that commits by itself and, meanwhile,
+        record the offers' leases in Redis; (ids inserted, ids recorded).
+
+        On failure the offers are withdrawn once their Redis write is over, so
+        that no lease is recorded after it was forgotten."""
+        if not offers:
+            return await self.runs.insert_committed([d.job for d in drafts]), set()
+        recording = asyncio.ensure_future(self.hand_offs.record(offers.values()))
+        try:
+            inserted = await self.runs.insert_committed([d.job for d in drafts])
+        except BaseException:
+            await asyncio.wait([recording])
+            await self.hand_offs.withdraw(offers.values())
+            raise
+        return inserted, await recording
+
+    async def _give_back_refused(self, offers: Sequence[Offer]) -> None:
+        """Jobs committed LEASED whose lease Redis refused (their queue was paused
+        or limited through another replica since this one read its settings):
+        release their waiters and give the jobs back, to take the general path."""
+        for o in offers:
+            o.waiter.release()
+        await self._give_back_for_askers(offers)
+
     async def _deliver(self, offers: Sequence[Offer]) -> None:
         """Answer the waiters of jobs inserted leased; give back those whose waiter left."""
         now = self.clock.now_ms()
+        gone = []
         for o in offers:
             a = telemetry.attrs(o.leased.namespace, o.leased.queue)
             telemetry.jobs_leased.add(1, a)
             telemetry.enqueue_to_start.record(max(0, now - o.leased.run_at_ms) / 1000, a)
             if not o.waiter.hand(o.lease):
-                asker = o.waiter.asker
-                assert asker is not None
-                # Given back as the waiter itself would: a lease answers to its credential.
-                reset = auth.current_principal.set(asker.principal)
-                try:
-                    await self._give_back(o.leased.namespace, [o.lease])
-                finally:
-                    auth.current_principal.reset(reset)
+                gone.append(o)
+        await self._give_back_for_askers(gone)
+
+    async def _give_back_for_askers(self, offers: Sequence[Offer]) -> None:
+        """Give back the leases of these offers, each as its waiter itself would:
+        a lease answers to its credential."""
+        for o in offers:
+            asker = o.waiter.asker
+            assert asker is not None
+            reset = auth.current_principal.set(asker.principal)
+            try:
+                await self._give_back(o.leased.namespace, [o.lease])
+            finally:
+                auth.current_principal.reset(reset)
 
     async def _insert_in_transaction(
         self, requests: Sequence[InsertRequest], left: list[_Draft] | None

@@ -1,8 +1,10 @@
 """A job enqueued while a Lease waits on this replica is handed to it outright
-(`service/handoff.py`): inserted already LEASED, no lease script, no second
-statement. The lease is as fenced as any other; jobs the general path must
-judge (paused or limited queues, concurrency keys, taken keys) still take it;
-and a waiter that leaves meanwhile gives its job back at once."""
+(`service/handoff.py`): inserted already LEASED, its lease recorded in Redis
+while the insert runs, no lease script, no second statement. The lease is as
+fenced as any other; jobs the general path must judge (paused or limited
+queues, concurrency keys, taken keys) still take it, also when the pause is
+only seen in Redis; and a waiter that leaves meanwhile gives its job back at
+once."""
 
 from __future__ import annotations
 
@@ -22,6 +24,19 @@ from tests.service.helpers import ack, lease, parked, record_lease_scripts, spec
 
 def _waiting_poll(c: Components, **kw: Any) -> asyncio.Task[Any]:
     return asyncio.create_task(lease(c, wait_ms=60_000, **kw))
+
+
+def _record_hand_offs(c: Components) -> list[list[str]]:
+    """The job ids of every hand-off write to Redis from now on."""
+    calls: list[list[str]] = []
+    real_hand_off = c.index.hand_off
+
+    async def recorded(jobs: Any) -> Any:
+        calls.append([j.id for j in jobs])
+        return await real_hand_off(jobs)
+
+    c.index.hand_off = recorded  # type: ignore[method-assign]
+    return calls
 
 
 async def test_a_job_enqueued_while_a_lease_waits_is_handed_over_already_leased(
@@ -50,6 +65,33 @@ async def test_a_job_enqueued_while_a_lease_waits_is_handed_over_already_leased(
     await ack(replica, granted.token, b"done")
     done = await replica.runs.get(granted.job.id)
     assert done is not None and (done.state, done.result) == (JobState.SUCCEEDED, b"done")
+
+
+async def test_the_lease_is_recorded_in_redis_while_the_insert_runs(
+    replica: Components,
+) -> None:
+    real_insert, real_hand_off = replica.runs.insert_committed, replica.index.hand_off
+    committed = asyncio.Event()
+
+    async def insert(*args: Any, **kwargs: Any) -> Any:
+        inserted = await real_insert(*args, **kwargs)
+        committed.set()
+        return inserted
+
+    async def hand_off_after_the_commit(jobs: Any) -> Any:  # a Redis slower than SQL
+        await committed.wait()
+        return await real_hand_off(jobs)
+
+    replica.runs.insert_committed = insert  # type: ignore[method-assign]
+    replica.index.hand_off = hand_off_after_the_commit  # type: ignore[method-assign]
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    # Were the Redis write made first, it would wait here for a commit that follows it.
+    job = (await asyncio.wait_for(replica.dispatcher.enqueue("", spec()), timeout=30)).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == job.id
+    leased = await replica.index.client.zrange(replica.index.keys.leased("default", "q"), 0, -1)
+    assert leased == [job.id]
 
 
 async def test_a_handed_lease_that_is_not_renewed_expires_and_its_token_is_refused(
@@ -93,7 +135,9 @@ async def test_a_paused_queue_hands_nothing_over_until_it_is_resumed(
     await replica.queues.pause("", "q")
     poll = _waiting_poll(replica)
     await parked(replica)
+    hand_offs = _record_hand_offs(replica)
     job = (await replica.dispatcher.enqueue("", spec())).job
+    assert hand_offs == []  # this replica's settings show the pause: nothing was offered
     await parked(replica)  # the pause holds the job back, whether or not it looked again
     row = await replica.runs.get(job.id)
     assert row is not None and (row.state, row.version) == (JobState.QUEUED, 1)
@@ -102,6 +146,32 @@ async def test_a_paused_queue_hands_nothing_over_until_it_is_resumed(
     replica.waiters.notify(("default", "q"))
     (granted,) = await asyncio.wait_for(poll, timeout=30)
     assert granted.job.id == job.id
+
+
+async def test_a_job_redis_refuses_for_a_pause_made_through_another_replica_is_given_back(
+    backend: Backend, clock: FakeClock
+) -> None:
+    here, there = backend.components(clock), backend.components(clock)
+    await here.reconciler.ensure_index()
+    await there.reconciler.ensure_index()
+    poll = _waiting_poll(here)
+    await parked(here)
+    await there.queues.pause("", "q")  # `here` has not read the settings since
+    hand_offs = _record_hand_offs(here)
+    job = (await here.dispatcher.enqueue("", spec())).job
+    assert hand_offs == [[job.id]]  # offered, and refused by hand_off.lua
+    back = await here.runs.get(job.id)
+    assert back is not None
+    assert (back.state, back.attempt, back.version) == (JobState.QUEUED, 0, 3)  # no attempt used
+    history = await here.runs.events_after({job.id: 0})
+    assert [t.state for t in history] == [JobState.QUEUED, JobState.LEASED, JobState.QUEUED]
+    assert await here.index.client.zcard(here.index.keys.leased("default", "q")) == 0
+    await parked(here)  # the waiter was released, and the pause holds the job back
+    assert not poll.done()
+    await there.queues.resume("", "q")
+    here.waiters.notify(("default", "q"))
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert (granted.job.id, granted.job.attempt) == (job.id, 1)
 
 
 async def test_a_job_with_a_concurrency_key_takes_the_general_path(replica: Components) -> None:
