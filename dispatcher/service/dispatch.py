@@ -300,9 +300,17 @@ class Dispatcher:
             inserted = await self.runs.insert_committed([d.job for d in drafts])
         except BaseException:
             await asyncio.wait([recording])
+            if not recording.cancelled():
+                recording.exception()  # the insert's failure is the one reported
             await self.hand_offs.withdraw(offers.values())
             raise
-        return inserted, await recording
+        try:
+            return inserted, await recording
+        except Exception:  # Redis's own failures are handled by `record`: this is a bug
+            # The jobs are committed, so the call succeeds (as `_index_after_commit`):
+            # failing it would make the client enqueue them again. They are given back.
+            logger.exception("recording handed-off leases failed; their jobs are given back")
+            return inserted, set()
 
     async def _give_back_refused(self, offers: Sequence[Offer]) -> None:
         """Jobs committed LEASED whose lease Redis refused (their queue was paused

@@ -236,6 +236,22 @@ async def test_a_failed_insert_withdraws_the_hand_off_and_the_waiter_waits_on(
     assert granted.job.id == job.id
 
 
+async def test_an_enqueue_whose_redis_write_breaks_still_succeeds_and_gives_its_job_back(
+    replica: Components,
+) -> None:
+    async def broken_hand_off(jobs: Any) -> Any:  # fault injection: a bug, not a Redis error
+        raise RuntimeError("bug in the hand-off write")
+
+    replica.index.hand_off = broken_hand_off  # type: ignore[method-assign]
+    poll = _waiting_poll(replica)
+    await parked(replica)
+    job = (await replica.dispatcher.enqueue("", spec())).job  # committed: the call succeeds
+    back = await replica.runs.get(job.id)
+    assert back is not None and (back.state, back.attempt) == (JobState.QUEUED, 0)
+    (granted,) = await asyncio.wait_for(poll, timeout=30)  # the general path delivers it
+    assert granted.job.id == job.id
+
+
 async def test_a_taken_idempotency_key_hands_nothing_over(replica: Components) -> None:
     first = (await replica.dispatcher.enqueue("", spec(idempotency_key="k1"))).job
     (held,) = await lease(replica)
