@@ -14,7 +14,13 @@ for _, v in ipairs(lim) do
     return 0
   end
 end
+-- One variadic ZADD per 1,000 jobs (score, member pairs), not one call per job.
+local scored = {}
 for i = 1, #ARGV, 2 do
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[i + 1]), ARGV[i])
+  scored[i] = tonumber(ARGV[i + 1])
+  scored[i + 1] = ARGV[i]
+end
+for i = 1, #scored, 2000 do
+  redis.call('ZADD', KEYS[1], unpack(scored, i, math.min(i + 1999, #scored)))
 end
 return 1

@@ -35,6 +35,26 @@ if n <= 0 then
   return {}
 end
 
+if redis.call('HLEN', KEYS[6]) == 0 then
+  -- No job of this queue has a concurrency key: the first n ready jobs, moved in
+  -- two calls instead of three per job (each call from Lua has a cost of its own,
+  -- tens of microseconds in the embedded emulation). n <= 1000 fits one unpack.
+  local taken = redis.call('ZRANGE', KEYS[1], 0, n - 1)
+  if #taken > 0 then
+    local scored = {}
+    for i, id in ipairs(taken) do
+      scored[2 * i - 1] = expire
+      scored[2 * i] = id
+    end
+    redis.call('ZREM', KEYS[1], unpack(taken))
+    redis.call('ZADD', KEYS[2], unpack(scored))
+  end
+  if rate > 0 then
+    redis.call('HSET', KEYS[5], 'tokens', tokens - #taken, 'ts', now)
+  end
+  return taken
+end
+
 local function key_allows(ckey)
   if key_max > 0 and (tonumber(redis.call('HGET', KEYS[7], ckey)) or 0) >= key_max then
     return false
