@@ -1,6 +1,6 @@
 """The index scripts write many jobs with a few variadic calls (`place.lua`,
-`enqueue.lua`, `hand_off.lua`, and `lease.lua` for a queue without concurrency
-keys) instead of a call per job. They must still leave every job where one
+`remove.lua`, `enqueue.lua`, `hand_off.lua`, and `lease.lua` for a queue without
+concurrency keys) instead of a call per job. They must still leave every job where one
 call per job would have: past the size of one variadic call, with an id named
 twice in one write, and with jobs that carry a concurrency key among them."""
 
@@ -75,3 +75,29 @@ async def test_a_place_mixing_jobs_with_and_without_a_concurrency_key_keeps_the_
     assert await replica.index.client.hget(counts, "tenant-1") is None
     owners = keys.job_keys("default", "q")
     assert await replica.index.client.hgetall(owners) == {keyed.id: "tenant-1"}
+
+
+async def test_a_remove_larger_than_one_variadic_call_drops_every_job(
+    replica: Components,
+) -> None:
+    jobs = await _enqueued(replica, 2_100)
+    await replica.index.forget("default", "q", [j.id for j in jobs])
+    assert await _members(replica, replica.index.keys.ready("default", "q")) == set()
+
+
+async def test_a_remove_mixing_jobs_with_and_without_a_concurrency_key_releases_the_key_counts(
+    replica: Components,
+) -> None:
+    (keyed,) = await _enqueued(replica, 1, concurrency_key="tenant-1")
+    (plain,) = await _enqueued(replica, 1)
+    (other,) = await _enqueued(replica, 1, concurrency_key="tenant-1")
+    await lease(replica, n=2)  # the first two, best first
+    keys = replica.index.keys
+    counts = keys.key_leased("default", "q")
+    assert await replica.index.client.hget(counts, "tenant-1") == "1"
+    await replica.index.forget("default", "q", [keyed.id, plain.id])
+    assert await _members(replica, keys.leased("default", "q")) == set()
+    assert await replica.index.client.hget(counts, "tenant-1") is None
+    owners = keys.job_keys("default", "q")
+    assert await replica.index.client.hgetall(owners) == {other.id: "tenant-1"}
+    assert await _members(replica, keys.ready("default", "q")) == {other.id}
