@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import TextClause, text
 
 from dispatcher.app import Components, DispatcherApp
+from dispatcher.clock import Clock
 from dispatcher.domain.models import (
     AckItem,
     GrantedLease,
@@ -22,6 +23,7 @@ from dispatcher.domain.models import (
     RetryPolicy,
 )
 from dispatcher.store.redis.index import RedisIndex
+from tests.backends import Backend
 
 
 def stored_job(job_id: str, **kw: Any) -> Job:
@@ -74,6 +76,14 @@ async def startup_warnings(app: DispatcherApp, caplog: pytest.LogCaptureFixture)
         finally:
             await app.stop()
     return [r.getMessage() for r in caplog.records if r.name == "dispatcher.app"]
+
+
+async def two_replicas(backend: Backend, clock: Clock) -> tuple[Components, Components]:
+    """Two dispatcher replicas on the same storage, each with its index built."""
+    a, b = backend.components(clock), backend.components(clock)
+    await a.reconciler.ensure_index()
+    await b.reconciler.ensure_index()
+    return a, b
 
 
 async def parked(c: Components, waiters: int = 1) -> None:

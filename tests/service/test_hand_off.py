@@ -19,7 +19,7 @@ from dispatcher.domain.errors import LeaseExpired, Unavailable
 from dispatcher.domain.models import AckItem, HeartbeatItem, JobState
 from dispatcher.service import dispatch
 from tests.backends import Backend
-from tests.service.helpers import ack, lease, parked, record_lease_scripts, spec
+from tests.service.helpers import ack, lease, parked, record_lease_scripts, spec, two_replicas
 
 
 def _waiting_poll(c: Components, **kw: Any) -> asyncio.Task[Any]:
@@ -151,9 +151,7 @@ async def test_a_paused_queue_hands_nothing_over_until_it_is_resumed(
 async def test_a_job_redis_refuses_for_a_pause_made_through_another_replica_is_given_back(
     backend: Backend, clock: FakeClock
 ) -> None:
-    here, there = backend.components(clock), backend.components(clock)
-    await here.reconciler.ensure_index()
-    await there.reconciler.ensure_index()
+    here, there = await two_replicas(backend, clock)
     poll = _waiting_poll(here)
     await parked(here)
     await there.queues.pause("", "q")  # `here` has not read the settings since
@@ -272,9 +270,7 @@ async def test_a_waiter_whose_hand_off_fails_looks_at_once_for_a_job_it_was_woke
     backend: Backend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dispatch, "RECHECK_S", 60.0)  # no backstop look within the test
-    here, there = backend.components(clock), backend.components(clock)
-    await here.reconciler.ensure_index()
-    await there.reconciler.ensure_index()
+    here, there = await two_replicas(backend, clock)
     real_insert, inserting, go_on = here.runs.insert_committed, asyncio.Event(), asyncio.Event()
 
     async def failing_insert(*args: Any, **kwargs: Any) -> Any:  # fault injection

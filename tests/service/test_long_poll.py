@@ -14,15 +14,13 @@ from dispatcher.domain.models import JobState, LeaseRequest
 from dispatcher.service import dispatch, listener
 from dispatcher.store.redis.keys import Keys
 from tests.backends import Backend
-from tests.service.helpers import lease, record_lease_scripts, spec
+from tests.service.helpers import lease, record_lease_scripts, spec, two_replicas
 
 
 async def test_a_waiting_lease_wakes_when_another_replica_enqueues(
     backend: Backend, clock: FakeClock
 ) -> None:
-    a, b = backend.components(clock), backend.components(clock)
-    await a.reconciler.ensure_index()
-    await b.reconciler.ensure_index()
+    a, b = await two_replicas(backend, clock)
     listening = asyncio.create_task(listener.listen_forever(b.index, b.waiters, b.hub, b.state))
     try:
         waiting = asyncio.create_task(lease(b, wait_ms=20_000))
