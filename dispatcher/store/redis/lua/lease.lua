@@ -36,9 +36,10 @@ if n <= 0 then
 end
 
 if redis.call('HLEN', KEYS[6]) == 0 then
-  -- No job of this queue has a concurrency key: the first n ready jobs, moved in
-  -- two calls instead of three per job (each call from Lua has a cost of its own,
-  -- tens of microseconds in the embedded emulation). n <= 1000 fits one unpack.
+  -- No job of this queue has a concurrency key: the first n ready jobs, taken and
+  -- moved in three calls in all instead of three per job (each call from Lua has
+  -- a cost of its own, tens of microseconds in the embedded emulation).
+  -- n <= 1000 fits one unpack.
   local taken = redis.call('ZRANGE', KEYS[1], 0, n - 1)
   if #taken > 0 then
     local scored = {}

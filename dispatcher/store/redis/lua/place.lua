@@ -56,20 +56,20 @@ local function call_chunked(cmd, key, args)
   end
 end
 
-local seen, plain, keyed, repeated = {}, {}, {}, false
+local seen, plain, one_by_one, repeated = {}, {}, {}, false
 for i = 3, #ARGV, 4 do
   repeated = repeated or seen[ARGV[i]] ~= nil
   seen[ARGV[i]] = true
   if ARGV[i + 3] == '' then
     plain[#plain + 1] = i
   else
-    keyed[#keyed + 1] = i
+    one_by_one[#one_by_one + 1] = i
   end
 end
 if repeated then
-  plain, keyed = {}, {}
+  plain, one_by_one = {}, {}
   for i = 3, #ARGV, 4 do
-    keyed[#keyed + 1] = i
+    one_by_one[#one_by_one + 1] = i
   end
 end
 
@@ -97,7 +97,7 @@ for k = 1, 3 do
 end
 call_chunked('HDEL', KEYS[4], unkeyed)
 
-for _, i in ipairs(keyed) do
+for _, i in ipairs(one_by_one) do
   place_one(ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3])
 end
 if ready > 0 then
