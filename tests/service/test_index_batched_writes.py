@@ -1,13 +1,13 @@
 """The index scripts write many jobs with a few variadic calls (`place.lua`,
-`remove.lua`, `enqueue.lua`, `hand_off.lua`, and `lease.lua` for a queue without
-concurrency keys) instead of a call per job. They must still leave every job where one
+`remove.lua`, `enqueue.lua`, `hand_off.lua`, `extend.lua`, and `lease.lua` for a
+queue without concurrency keys) instead of a call per job. They must still leave every job where one
 call per job would have: past the size of one variadic call, with an id named
 twice in one write, and with jobs that carry a concurrency key among them."""
 
 from __future__ import annotations
 
 from dispatcher.app import Components
-from dispatcher.domain.models import Enqueued, Job
+from dispatcher.domain.models import Enqueued, Job, evolve
 from tests.service.helpers import lease, spec
 
 
@@ -101,3 +101,17 @@ async def test_a_remove_mixing_jobs_with_and_without_a_concurrency_key_releases_
     owners = keys.job_keys("default", "q")
     assert await replica.index.client.hgetall(owners) == {other.id: "tenant-1"}
     assert await _members(replica, keys.ready("default", "q")) == {other.id}
+
+
+async def test_an_extend_larger_than_one_variadic_call_moves_every_held_lease_and_no_other(
+    replica: Components,
+) -> None:
+    await _enqueued(replica, 1_500)
+    held = [g.job for g in await lease(replica, n=750) + await lease(replica, n=750)]
+    gone = held.pop()  # acked meanwhile: its lease must not come back
+    await replica.index.forget("default", "q", [gone.id])
+    later = [evolve(j, lease_expires_ms=(j.lease_expires_ms or 0) + 60_000) for j in held]
+    await replica.index.extend([*later, evolve(gone, lease_expires_ms=10**13)])
+    leased = replica.index.keys.leased("default", "q")
+    scores = dict(await replica.index.client.zrange(leased, 0, -1, withscores=True))
+    assert scores == {j.id: j.lease_expires_ms for j in later}

@@ -3,8 +3,15 @@
 -- ARGV pairs: job id, new expiry (ms)
 -- Returns the number of entries updated. XX: a lease removed meanwhile (acked,
 -- reaped) is not brought back; a missing entry is repaired by the reconciler.
-local changed = 0
+-- One variadic ZADD per 1,000 leases (score, member pairs), not one call per
+-- lease: each call from Lua has a cost of its own.
+local scored = {}
 for i = 1, #ARGV, 2 do
-  changed = changed + redis.call('ZADD', KEYS[1], 'XX', 'CH', tonumber(ARGV[i + 1]), ARGV[i])
+  scored[i] = tonumber(ARGV[i + 1])
+  scored[i + 1] = ARGV[i]
+end
+local changed = 0
+for i = 1, #scored, 2000 do
+  changed = changed + redis.call('ZADD', KEYS[1], 'XX', 'CH', unpack(scored, i, math.min(i + 1999, #scored)))
 end
 return changed
