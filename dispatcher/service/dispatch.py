@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar, Union
 
@@ -50,6 +50,7 @@ from dispatcher.domain.models import (
     JobState,
     LeaseRequest,
     NackItem,
+    Placeable,
     Settled,
     construct,
     evolve,
@@ -82,11 +83,13 @@ GROUP_COMMIT_CALLS = 32
 
 
 def notices(changes: Sequence[JobChange]) -> list[Notice]:
-    return [
-        (c.after.id, c.after.namespace, c.after.queue, c.after.version)
-        for c in changes
-        if c.after.version != c.before.version
-    ]
+    """The update notices of the changes that moved a job to a new version."""
+    return job_notices(c.after for c in changes if c.after.version != c.before.version)
+
+
+def job_notices(jobs: Iterable[Placeable]) -> list[Notice]:
+    """An update notice for each job, at the version it has."""
+    return [(j.id, j.namespace, j.queue, j.version) for j in jobs]
 
 
 def one_or_many(results: list[Outcome[T]]) -> list[Outcome[T]]:
@@ -221,7 +224,7 @@ class Dispatcher:
         # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
         # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
         runnable = [j for j in created if j.state in (JobState.QUEUED, JobState.SCHEDULED)]
-        news = [(j.id, j.namespace, j.queue, j.version) for j in created]
+        news = job_notices(created)
         if all(j.state is JobState.LEASED for j in created):
             self.late_notices.send(news)  # handed to waiting Leases: already in Redis
         else:  # indexed after the answer; this replica's readers wait for it
@@ -644,7 +647,7 @@ class Dispatcher:
         found = set(leased) | {j.id for j in stale}
         missing = [job_id for job_id in rest if job_id not in found]
         fix = stale + [j for j in granted if j.lease_expires_ms != provisional]
-        news = notices(expired) + [(j.id, j.namespace, j.queue, j.version) for j in granted]
+        news = notices(expired) + job_notices(granted)
         if fix:
             await self._index_after_commit(self.index.place(fix, news))
         else:  # Redis already holds the leases as they are: answer first, announce after
@@ -766,7 +769,7 @@ class Dispatcher:
         await self._index_after_commit(
             self.index.place(
                 [*(c.after for c in changes), *acked],
-                notices(changes) + [(j.id, j.namespace, j.queue, j.version) for j in acked],
+                notices(changes) + job_notices(acked),
             )
         )
         record_outcomes(changes, telemetry.jobs_acked)

@@ -117,8 +117,11 @@ class Reconciler:
             return stats
         stats.checked = len(entries)
         found = await self.index.membership(entries)
-        agree = [_agrees(e, where, score) for e, (where, score) in zip(entries, found, strict=True)]
-        suspects = [e for e, ok in zip(entries, agree, strict=True) if not ok]
+        suspects = [
+            e
+            for e, (where, score) in zip(entries, found, strict=True)
+            if not _agrees(e, where, score)
+        ]
         if suspects:
             # Read again: a row that changed meanwhile was handled by its own writer.
             fresh = await self.runs.get_many([j.id for j in suspects])

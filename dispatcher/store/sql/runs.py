@@ -652,9 +652,18 @@ class RunStore:
         """Where each non-terminal job belongs in the index, in id order (the
         columns `placement` reads, not whole jobs), for the reconciler."""
         c = runs.c
-        columns = (c.id, c.namespace, c.queue, c.version, c.state, c.priority, c.run_at)
         stmt = (
-            select(*columns, c.lease_expires_at, c.concurrency_key)
+            select(
+                c.id,
+                c.namespace,
+                c.queue,
+                c.version,
+                c.state,
+                c.priority,
+                c.run_at,
+                c.lease_expires_at,
+                c.concurrency_key,
+            )
             .where(c.state.in_(LIVE_STATES), c.id > after_id)
             .order_by(c.id)
             .limit(limit)
