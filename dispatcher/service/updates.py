@@ -6,11 +6,18 @@ after the last one it sent. A notice (from Redis pub/sub, published after each
 commit) only says "look again"; the events come from SQL. Followed job ids
 are also re-read every second, so a lost notice delays an update but never
 loses it.
+
+A replica takes the updates channel only while something here follows (see
+`listener`): every replica would otherwise read and parse every notice of the
+whole deployment for nobody. The first follower waits until Redis confirms the
+subscription before it reads its snapshot, so that no notice published after
+the snapshot is missed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +29,9 @@ from dispatcher.domain.models import Job, JobUpdate, StreamRequest, Transition
 from dispatcher.store.sql.runs import RunStore
 
 POLL_S = 1.0
+# How long the first follower waits for the updates subscription before it reads
+# its snapshot anyway (Redis slow or failing: the poll backstop covers the gap).
+SUBSCRIBE_WAIT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -39,16 +49,68 @@ class Subscription:
 
 
 class UpdateHub:
-    """Routes update notices to the subscriptions that want them."""
+    """Routes update notices to the subscriptions that want them, and tells the
+    listener whether this replica needs the updates channel at all."""
 
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        self._changed = asyncio.Event()  # followed went from False to True or back
+        self._live = asyncio.Event()  # Redis confirmed the updates subscription
+        self._listening = False  # a listener is connected and manages the subscription
+        # Changes of the subscription asked for and not yet confirmed. Redis
+        # confirms them in order, so the last one asked for holds once none is
+        # pending. (A connection the client re-made by itself confirms its
+        # channels again, unasked: hence a floor at zero.)
+        self._pending = 0
+        self._wants_channel = False
 
-    def subscribe(self, sub: Subscription) -> None:
+    @property
+    def followed(self) -> bool:
+        return bool(self._subs)
+
+    async def subscribe(self, sub: Subscription, within_s: float = SUBSCRIBE_WAIT_S) -> None:
+        """Register `sub`; return once notices reach it, or after `within_s`."""
         self._subs.add(sub)
+        if len(self._subs) == 1:
+            self._changed.set()
+        if self._listening and not self._live.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._live.wait(), within_s)
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        if sub in self._subs:
+            self._subs.discard(sub)
+            if not self._subs:
+                self._changed.set()
+
+    async def wait_for_change(self, timeout_s: float | None = None) -> None:
+        """Return when `followed` may have changed, or after `timeout_s`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        self._changed.clear()
+
+    def attach(self) -> None:
+        """A listener is connected: followers wait for its subscription."""
+        self._listening = True
+
+    def detach(self) -> None:
+        """The listener lost its connection: no subscription until it is back."""
+        self._listening = False
+        self._live.clear()
+        self._pending = 0
+        self._wants_channel = False
+
+    def asking(self, subscribe: bool) -> None:
+        """The listener is about to take (True) or drop the updates channel."""
+        self._pending += 1
+        self._wants_channel = subscribe
+        self._live.clear()
+
+    def confirmed(self, subscribed: bool) -> None:
+        """Redis confirmed that the updates channel was taken (True) or dropped."""
+        self._pending = max(0, self._pending - 1)
+        if self._pending == 0 and subscribed and self._wants_channel:
+            self._live.set()
 
     def on_message(self, message: str) -> None:
         """Handle one message of the updates channel: [[job id, ns, queue, version], ...]."""
@@ -99,8 +161,8 @@ class UpdateStreams:
 
     async def follow(self, req: StreamRequest) -> AsyncIterator[JobUpdate]:
         sub = self._check(req)
-        self.hub.subscribe(sub)
         try:
+            await self.hub.subscribe(sub)
             async for update in self._run(sub):
                 yield update
         finally:

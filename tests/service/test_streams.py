@@ -11,7 +11,9 @@ from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import InvalidArgument, JobNotFound
 from dispatcher.domain.models import JobState, JobUpdate, StreamRequest
-from dispatcher.service import listener
+from dispatcher.service import listener, updates
+from dispatcher.service.updates import Subscription
+from dispatcher.store.redis.index import Subscriber
 from tests.service.helpers import ack, lease, nack, spec
 
 
@@ -132,3 +134,122 @@ async def test_a_lease_announces_its_jobs_on_the_updates_channel_once_it_has_ans
         await pubsub.aclose()
     assert announced == [[job.id, job.namespace, job.queue, g.job.version]]
     assert g.job.version == job.version + 1
+
+
+async def _followers_of_updates(c: Components) -> int:
+    """How many connections hold this replica's updates channel (PUBSUB NUMSUB)."""
+    ((_, n),) = await c.index.client.pubsub_numsub(c.index.keys.updates_channel())
+    return int(n)
+
+
+async def _listening(c: Components, linger_s: float) -> asyncio.Task[None]:
+    """Start the listener and return once its wake-up subscription is live."""
+    task = asyncio.create_task(
+        listener.listen_forever(c.index, c.waiters, c.hub, c.state, linger_s=linger_s)
+    )
+    wake = c.index.keys.wake_channel()
+    while (await c.index.client.pubsub_numsub(wake))[0][1] == 0:
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def _stop(c: Components, *tasks: asyncio.Task[None]) -> None:
+    c.state.start_draining()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_replica_takes_the_updates_channel_only_while_something_follows(
+    replica: Components,
+) -> None:
+    listening = await _listening(replica, linger_s=0)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    assert await _followers_of_updates(replica) == 0
+    seen: list[JobUpdate] = []
+    follower = asyncio.create_task(_collect(replica, StreamRequest("", [job.id], ""), seen))
+    try:
+        while not seen:
+            await asyncio.sleep(0.01)
+        assert await _followers_of_updates(replica) == 1
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        async with asyncio.timeout(10):
+            while await _followers_of_updates(replica) != 0:
+                await asyncio.sleep(0.01)
+    finally:
+        await _stop(replica, follower, listening)
+
+
+async def test_the_first_follower_starts_once_the_updates_subscription_is_live(
+    replica: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No poll backstop: only notices can bring the transitions.
+    monkeypatch.setattr(updates, "POLL_S", 3600.0)
+    listening = await _listening(replica, linger_s=0)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    sub = Subscription("default", frozenset([job.id]), "")
+    try:
+        await replica.hub.subscribe(sub)
+        # Returned only after Redis confirmed: a notice published from now on reaches it.
+        assert await _followers_of_updates(replica) == 1
+        replica.hub.unsubscribe(sub)
+        seen: list[JobUpdate] = []
+        follower = asyncio.create_task(_collect(replica, StreamRequest("", [job.id], ""), seen))
+        while not seen:  # its snapshot is read
+            await asyncio.sleep(0.01)
+        (g,) = await lease(replica)
+        await ack(replica, g.token)
+        await asyncio.wait_for(follower, timeout=10)
+    finally:
+        replica.hub.unsubscribe(sub)
+        await _stop(replica, listening)
+    assert [u.version for u in seen] == [1, 2, 3]
+
+
+async def _notices_reach(c: Components, sub: Subscription, job_id: str) -> None:
+    """Return once a notice about `job_id`, published now, has reached `sub`."""
+    notice = json.dumps([[job_id, sub.namespace, "q", 0]])
+    while True:
+        sub.woken.clear()
+        await c.index.client.publish(c.index.keys.updates_channel(), notice)
+        try:
+            await asyncio.wait_for(sub.woken.wait(), timeout=0.2)
+            return
+        except TimeoutError:
+            pass
+
+
+async def test_followers_still_get_notices_after_the_subscription_connection_drops(
+    replica: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(updates, "POLL_S", 3600.0)  # only notices bring transitions
+    made: list[Subscriber] = []
+    make = replica.index.subscriber
+
+    def subscriber() -> Subscriber:
+        made.append(make())
+        return made[-1]
+
+    monkeypatch.setattr(replica.index, "subscriber", subscriber)
+    listening = await _listening(replica, linger_s=0)
+    job = (await replica.dispatcher.enqueue("", spec())).job
+    probe = Subscription("default", frozenset([job.id]), "")
+    seen: list[JobUpdate] = []
+    follower = asyncio.create_task(_collect(replica, StreamRequest("", [job.id], ""), seen))
+    try:
+        await replica.hub.subscribe(probe)
+        while not seen:
+            await asyncio.sleep(0.01)
+        # As a Redis restart would: the connection is closed under the reader. The
+        # client makes a new one by itself or the listener does; either way the
+        # updates channel must be taken again.
+        await made[-1]._pubsub.connection.disconnect()
+        await asyncio.wait_for(_notices_reach(replica, probe, job.id), timeout=10)
+        (g,) = await lease(replica)
+        await ack(replica, g.token)
+        await asyncio.wait_for(follower, timeout=10)
+    finally:
+        replica.hub.unsubscribe(probe)
+        await _stop(replica, follower, listening)
+    assert [u.version for u in seen] == [1, 2, 3]

@@ -13,6 +13,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
@@ -364,27 +365,60 @@ class RedisIndex:
             pairs = await self.client.zrange(self.keys.workers(namespace), 0, -1, withscores=True)
         return {_text(w): int(score) for w, score in pairs}
 
-    async def listen(self, channels: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
-        """Yield (channel, message) from a pub/sub subscription until cancelled."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+    def subscriber(self) -> Subscriber:
+        """A pub/sub connection of its own (see `Subscriber`)."""
+        return Subscriber(self.client.pubsub())
+
+
+@dataclass(frozen=True)
+class PubSubMessage:
+    """One pub/sub message: `kind` "message", or "subscribe"/"unsubscribe" when
+    Redis confirms a change of channels (then `data` is the count of channels)."""
+
+    kind: str
+    channel: str
+    data: str
+
+
+class Subscriber:
+    """One pub/sub connection whose channels may change while another task reads it."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    async def subscribe(self, *channels: str) -> None:
+        async with translate_errors():
+            await self._pubsub.subscribe(*channels)
+        _honour_cancel()
+
+    async def unsubscribe(self, *channels: str) -> None:
+        async with translate_errors():
+            await self._pubsub.unsubscribe(*channels)
+        _honour_cancel()
+
+    async def next(self, timeout_s: float) -> PubSubMessage | None:
+        """The next message, or None if none came within `timeout_s`."""
+        async with translate_errors():
+            msg = await self._pubsub.get_message(timeout=timeout_s)
+        _honour_cancel()
+        if msg is None:
+            return None
+        return PubSubMessage(_text(msg["type"]), _text(msg["channel"]), _text(msg["data"]))
+
+    async def close(self) -> None:
         try:
-            async with translate_errors():
-                await pubsub.subscribe(*channels)
-            while True:
-                async with translate_errors():
-                    msg = await pubsub.get_message(timeout=1.0)
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # A cancel that arrived as a message did can be swallowed by the
-                    # client's `asyncio.wait_for` (fakeredis, Python < 3.12): honour it.
-                    raise asyncio.CancelledError
-                if msg is not None:
-                    yield _text(msg["channel"]), _text(msg["data"])
-        finally:
-            try:
-                await pubsub.aclose()
-            except (redis_errors.RedisError, OSError):
-                pass
+            await self._pubsub.aclose()
+        except (redis_errors.RedisError, OSError):
+            pass
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError if this task is being cancelled. A cancel that arrived
+    as a pub/sub call finished can be swallowed by the client's
+    `asyncio.wait_for` (fakeredis, Python < 3.12)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: Any) -> str:
