@@ -22,6 +22,8 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).parent / "lua"
+# Helpers every script may use (variadic calls in chunks), prepended to each.
+PRELUDE = (LUA_DIR / "lib" / "variadic.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Scripts:
     @classmethod
     def register(cls, client: Any) -> Scripts:
         def load(name: str) -> Any:
-            return client.register_script((LUA_DIR / f"{name}.lua").read_text())
+            return client.register_script(PRELUDE + (LUA_DIR / f"{name}.lua").read_text())
 
         return cls(**{f.name: load(f.name) for f in fields(cls)})
 

@@ -10,12 +10,8 @@
 -- each ready or not as of its own.
 -- Returns the number of jobs made ready; publishes one wake-up if any, ending in
 -- that number, so that each replica wakes as many waiters as there are jobs.
--- Each set is written in one variadic call per 1,000 jobs, not one call per job.
-local function call_chunked(cmd, key, args)
-  for i = 1, #args, 2000 do
-    redis.call(cmd, key, unpack(args, i, math.min(i + 1999, #args)))
-  end
-end
+-- Each set is written in one variadic call per 1,000 jobs (`call_chunked`, from
+-- lib/variadic.lua), not one call per job.
 
 local ready = 0
 local sets = { r = {}, s = {} }

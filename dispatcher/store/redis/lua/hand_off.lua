@@ -1,5 +1,5 @@
--- hand_off: record new jobs of one queue as leased to waiting Lease calls, before
--- their insert commits. Nothing is recorded while the queue is paused or has a
+-- hand_off: record new jobs of one queue as leased to waiting Lease calls, while
+-- their insert (already LEASED) runs. Nothing is recorded while the queue is paused or has a
 -- concurrency or rate limit: those jobs take the general path (enqueue, then a
 -- lease through lease.lua, which applies them).
 -- KEYS[1] leased ZSET, KEYS[2] paused flag STRING, KEYS[3] limits HASH
@@ -14,13 +14,6 @@ for _, v in ipairs(lim) do
     return 0
   end
 end
--- One variadic ZADD per 1,000 jobs (score, member pairs), not one call per job.
-local scored = {}
-for i = 1, #ARGV, 2 do
-  scored[i] = tonumber(ARGV[i + 1])
-  scored[i + 1] = ARGV[i]
-end
-for i = 1, #scored, 2000 do
-  redis.call('ZADD', KEYS[1], unpack(scored, i, math.min(i + 1999, #scored)))
-end
+-- One variadic ZADD per 1,000 jobs, not one call per job (lib/variadic.lua).
+call_chunked('ZADD', KEYS[1], scored_pairs(ARGV))
 return 1

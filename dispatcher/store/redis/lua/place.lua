@@ -10,8 +10,7 @@
 -- Returns the number of jobs made ready; publishes one wake-up if any.
 --
 -- Jobs without a concurrency key are written with a few variadic calls for all
--- of them (each call from Lua has a cost of its own, tens of microseconds in the
--- embedded emulation); jobs with one, whose counts depend on what each call
+-- of them (`call_chunked`, from lib/variadic.lua); jobs with one, whose counts depend on what each call
 -- removed, go one by one, and so does every job of a call that names an id twice
 -- (one by one, the last entry wins).
 local ready = 0
@@ -46,13 +45,6 @@ local function place_one(id, where, score, ckey)
     redis.call('HSET', KEYS[4], id, ckey)
   else
     redis.call('HDEL', KEYS[4], id)
-  end
-end
-
--- redis.call(cmd, key, ...args) in chunks: Lua's unpack is bounded by its stack.
-local function call_chunked(cmd, key, args)
-  for i = 1, #args, 2000 do
-    redis.call(cmd, key, unpack(args, i, math.min(i + 1999, #args)))
   end
 end
 
