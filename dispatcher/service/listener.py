@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from dispatcher.domain.errors import Unavailable
 from dispatcher.service.state import ServingState
@@ -35,21 +36,24 @@ async def listen_forever(
     linger_s: float = LINGER_S,
 ) -> None:
     """Dispatch pub/sub messages until draining; resubscribe after a Redis failure."""
+    channels = _Channels(index.keys.wake_channel(), index.keys.updates_channel(), index.origin)
     backoff = 0.1
     while not state.draining.is_set():
         sub = index.subscriber()
         demand: asyncio.Task[None] | None = None
         try:
-            await sub.subscribe(index.keys.wake_channel())
+            await sub.subscribe(channels.wake)
             hub.attach()
-            demand = asyncio.create_task(_updates_while_followed(sub, hub, index, linger_s))
+            demand = asyncio.create_task(
+                _updates_while_followed(sub, hub, channels.updates, linger_s)
+            )
             while True:
                 message = await sub.next(READ_TIMEOUT_S)
                 backoff = 0.1
                 if demand.done():
                     demand.result()  # its failure (Unavailable) is this connection's
                 if message is not None:
-                    _dispatch(message, index, waiters, hub)
+                    _dispatch(message, channels, waiters, hub)
         except Unavailable:
             logger.warning("lost the Redis subscription; resubscribing")
             # Whatever was published meanwhile is lost: let every waiter look again.
@@ -65,26 +69,34 @@ async def listen_forever(
             await sub.close()
 
 
-def _dispatch(message: PubSubMessage, index: RedisIndex, waiters: Waiters, hub: UpdateHub) -> None:
-    updates = message.channel == index.keys.updates_channel()
+@dataclass(frozen=True)
+class _Channels:
+    wake: str
+    updates: str
+    origin: str  # this replica's name in its own enqueues' wake-ups
+
+
+def _dispatch(
+    message: PubSubMessage, channels: _Channels, waiters: Waiters, hub: UpdateHub
+) -> None:
+    updates = message.channel == channels.updates
     if message.kind == "message":
         if updates:
             hub.on_message(message.data)
-        elif message.channel == index.keys.wake_channel():
+        elif message.channel == channels.wake:
             queue, origin, count = Keys.split_wake(message.data)
-            if origin != index.origin:  # our own enqueue woke our waiters already
+            if origin != channels.origin:  # our own enqueue woke our waiters already
                 waiters.notify(queue, count)
     elif updates and message.kind in ("subscribe", "unsubscribe"):
         hub.confirmed(subscribed=message.kind == "subscribe")
 
 
 async def _updates_while_followed(
-    sub: Subscriber, hub: UpdateHub, index: RedisIndex, linger_s: float
+    sub: Subscriber, hub: UpdateHub, channel: str, linger_s: float
 ) -> None:
-    """Take the updates channel while this replica has followers; drop it once
+    """Take the updates `channel` while this replica has followers; drop it once
     none has come for `linger_s`. Redis's confirmations (read by the reader)
     tell `UpdateHub.subscribe` when the subscription is live."""
-    channel = index.keys.updates_channel()
     subscribed = False
     while True:
         if hub.followed and not subscribed:

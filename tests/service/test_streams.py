@@ -136,10 +136,15 @@ async def test_a_lease_announces_its_jobs_on_the_updates_channel_once_it_has_ans
     assert g.job.version == job.version + 1
 
 
-async def _followers_of_updates(c: Components) -> int:
-    """How many connections hold this replica's updates channel (PUBSUB NUMSUB)."""
-    ((_, n),) = await c.index.client.pubsub_numsub(c.index.keys.updates_channel())
+async def _subscribers(c: Components, channel: str) -> int:
+    """How many connections hold `channel` (PUBSUB NUMSUB)."""
+    ((_, n),) = await c.index.client.pubsub_numsub(channel)
     return int(n)
+
+
+async def _followers_of_updates(c: Components) -> int:
+    """How many connections hold this replica's updates channel."""
+    return await _subscribers(c, c.index.keys.updates_channel())
 
 
 async def _listening(c: Components, linger_s: float) -> asyncio.Task[None]:
@@ -147,8 +152,7 @@ async def _listening(c: Components, linger_s: float) -> asyncio.Task[None]:
     task = asyncio.create_task(
         listener.listen_forever(c.index, c.waiters, c.hub, c.state, linger_s=linger_s)
     )
-    wake = c.index.keys.wake_channel()
-    while (await c.index.client.pubsub_numsub(wake))[0][1] == 0:
+    while await _subscribers(c, c.index.keys.wake_channel()) == 0:
         await asyncio.sleep(0.01)
     return task
 
