@@ -11,7 +11,8 @@ The same phases for every system, against its own Redis database:
    and every job index must have run exactly once; the CPU each part of the
    system spent per job over the same span is recorded too (bench/cpu.py);
 3. latency: with the workers idle, L jobs enqueued `interval` apart; each
-   handler's start time minus the time just before its enqueue call;
+   handler's start time minus the time just before its enqueue call (for
+   the echo, which has no workers: one call's round trip, spaced the same);
 4. workers stopped, enqueue N jobs with the batch API, if there is one (they
    are never run);
 5. enqueue N jobs from C concurrent producer tasks in one process, each
@@ -141,6 +142,25 @@ async def phase_latency(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: Sy
     res.details["latency_max_ms"] = max(lat_ms)
 
 
+async def phase_round_trip(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
+    """The reference's latency: one bare call's round trip, the calls spaced as
+    the latency phase spaces its enqueues. An enqueue-to-start over one call per
+    job cannot be shorter (the job crosses to the server and back out to a
+    worker, and a durable system commits in between); and a call made after an
+    idle gap costs more than one made back to back, which the rate measures."""
+    n, interval = cfg["latency_jobs"], cfg["latency_interval"]
+    took_ms: list[float] = []
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        took_ms.append(await seconds(peer.enqueue_one("lat", i, n)) * 1000)
+    res.metrics["latency_p50_ms"] = percentile(took_ms, 50)
+    res.metrics["latency_p99_ms"] = percentile(took_ms, 99)
+    res.details["latency"] = "round trip of one bare call, calls spaced as the latency phase's"
+
+
 async def phase_enqueue_batch(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
     if peer.batch_api is None:
         res.missing["enqueue_batch_per_s"] = NO_BATCH_API
@@ -184,6 +204,10 @@ async def measure(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
             _fail(res, single + drain + lat, exc)
         save(cfg, res)
         if peer.producer_only:
+            try:
+                await phase_round_trip(peer, cfg, res)
+            except Exception as exc:
+                _fail(res, lat, exc)
             return
         r = redis.Redis.from_url(cfg["redis_url"])
         try:

@@ -332,6 +332,13 @@ def render_markdown(report: Report) -> str:
     if report.vs_echo:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in report.vs_echo.items())
         out += ["", f"Single-call enqueue as a share of the bare gRPC echo rate: {shares}."]
+    if any(s.kind == "reference" and "latency_p50_ms" in s.metrics for s in report.systems):
+        out += [
+            "",
+            "The echo's latency is one bare call's round trip, the calls spaced as the "
+            "latency phase's enqueues: the floor under an enqueue-to-start that takes one "
+            "call per job.",
+        ]
     per_round = render_round_ratios(report)
     if per_round:
         out += [

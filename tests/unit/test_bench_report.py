@@ -332,3 +332,20 @@ def test_one_round_reports_no_per_round_ratios() -> None:
     report = build_report(rounds[0], {}, rounds)
     assert report.round_ratios == {}
     assert "medians of" not in render_markdown(report)
+
+
+def test_the_echos_round_trip_fills_its_latency_cells_but_is_never_the_best_peer() -> None:
+    floor = echo(2000)
+    floor.metrics |= {"latency_p50_ms": 0.2, "latency_p99_ms": 0.4}
+    report = build_report([*SYSTEMS_FIXTURE[:3], floor], {})
+
+    assert report.best["latency_p50_ms"] is not None
+    assert report.best["latency_p50_ms"].name == "huey"
+    md = render_markdown(report)
+    echo_row = next(line for line in md.splitlines() if line.startswith("| **grpc-echo**"))
+    assert "| 0.2 | 0.4 |" in echo_row
+    assert "the floor under an enqueue-to-start" in md
+
+
+def test_without_the_echos_round_trip_there_is_no_floor_note() -> None:
+    assert "the floor under" not in render_markdown(build_report(SYSTEMS_FIXTURE, {}))
