@@ -11,7 +11,9 @@ A replica takes the updates channel only while something here follows (see
 `listener`): every replica would otherwise read and parse every notice of the
 whole deployment for nobody. The first follower waits until Redis confirms the
 subscription before it reads its snapshot, so that no notice published after
-the snapshot is missed.
+the snapshot is missed. Notices are published at all only while some replica
+has a follower (`UpdateHub.notices_wanted`): this replica knows its own at once,
+the others' within a second, which the poll covers.
 """
 
 from __future__ import annotations
@@ -63,10 +65,19 @@ class UpdateHub:
         # channels again, unasked: hence a floor at zero.)
         self._pending = 0
         self._wants_channel = False
+        # Whether a follower on another replica may want this one's notices
+        # (`P:updates:followed`, read by the listener every second). True until
+        # read, and while it cannot be: a notice published for nobody costs less
+        # than a follower elsewhere waiting for its next poll.
+        self.followed_elsewhere = True
 
     @property
     def followed(self) -> bool:
         return bool(self._subs)
+
+    def notices_wanted(self) -> bool:
+        """Whether update notices should be published at all: someone follows."""
+        return bool(self._subs) or self.followed_elsewhere
 
     async def subscribe(self, sub: Subscription, within_s: float = SUBSCRIBE_WAIT_S) -> None:
         """Register `sub`; return once notices reach it, or after `within_s`."""
@@ -75,7 +86,8 @@ class UpdateHub:
             self._changed.set()
         if self._listening and not self._live.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._live.wait(), within_s)
+                async with asyncio.timeout(within_s):
+                    await self._live.wait()
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
@@ -85,8 +97,12 @@ class UpdateHub:
 
     async def wait_for_change(self, timeout_s: float | None = None) -> None:
         """Return when `followed` may have changed, or after `timeout_s`."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancel that arrives as its timeout expires, and the listener calls this
+        # every second (seen: a cancelled listener that never stopped).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
         self._changed.clear()
 
     def attach(self) -> None:
@@ -99,6 +115,7 @@ class UpdateHub:
         self._live.clear()
         self._pending = 0
         self._wants_channel = False
+        self.followed_elsewhere = True  # no longer read
 
     def asking(self, subscribe: bool) -> None:
         """The listener is about to take (True) or drop the updates channel."""
