@@ -148,7 +148,10 @@ class Heartbeats:
             if timeout <= 0:
                 return
             try:
-                await asyncio.wait_for(self.changed.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancel that arrives as it finishes (python/cpython#86296).
+                async with asyncio.timeout(timeout):
+                    await self.changed.wait()
             except TimeoutError:
                 return
             # A lease was added that is due sooner: look again.

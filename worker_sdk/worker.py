@@ -185,7 +185,10 @@ class Worker:
         waits = [h.done.wait() for h in self._held.values()]
         if waits:  # outcomes are sent while their leases last
             try:
-                await asyncio.wait_for(asyncio.gather(*waits), self._client_timeout() * 3)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancel that arrives as it finishes (python/cpython#86296).
+                async with asyncio.timeout(self._client_timeout() * 3):
+                    await asyncio.gather(*waits)
             except TimeoutError:
                 logger.warning("stopped before every outcome was sent; those jobs will be retried")
 
@@ -240,7 +243,8 @@ class Worker:
                 delay = backoff.next_delay_s()
                 logger.warning("lease failed (%s); again in %.2fs", from_rpc_error(exc), delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for (see stop)
+                        await self._stopping.wait()
                 continue
             backoff.reset()
             # Looked up once per reply, not per job: with none installed, each

@@ -167,6 +167,7 @@ async def run_forever(reconciler: Reconciler, state: ServingState, interval_s: f
             logger.warning("reconcile pass failed: %s", exc.reason)
         state.repair_requested.clear()
         try:
-            await asyncio.wait_for(state.repair_requested.wait(), timeout=interval_s)
+            async with asyncio.timeout(interval_s):  # not wait_for: see updates.wait_for_change
+                await state.repair_requested.wait()
         except TimeoutError:
             pass

@@ -1,6 +1,6 @@
 """House rules checked by reading the code: generated code is fresh, layers import one
-way, Redis keys are built only in keys.py, and the migrations build the tables the
-code declares."""
+way, Redis keys are built only in keys.py, nothing waits with asyncio.wait_for, and the
+migrations build the tables the code declares."""
 
 from __future__ import annotations
 
@@ -90,6 +90,20 @@ def test_redis_keys_are_built_only_in_keys_py() -> None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if any(f in node.value for f in KEY_FRAGMENTS) and " " not in node.value:
                     offenders.append((str(path.relative_to(ROOT)), node.value))
+    assert offenders == []
+
+
+def test_no_code_waits_with_asyncio_wait_for() -> None:
+    # On Python 3.11 it can swallow a cancel that arrives as it finishes
+    # (python/cpython#86296), and a loop waiting in it then never stops:
+    # asyncio.timeout does not.
+    offenders = []
+    for package in ("dispatcher", "worker_sdk"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "wait_for":
+                    if isinstance(node.value, ast.Name) and node.value.id == "asyncio":
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
 
 
