@@ -123,7 +123,6 @@ class Components:
     hub: UpdateHub = field(default_factory=UpdateHub)
 
     def __post_init__(self) -> None:
-        self.index.notices_wanted = self.hub.notices_wanted  # see service/listener.py
         self.workers = WorkerRegistry(self.index, self.clock)
         self.index_behind = IndexBehind(self.index, self.waiters, self.state)
         self.queues = QueueControl(self.runs, self.index, self.clock, behind=self.index_behind)

@@ -6,14 +6,6 @@ stream on this replica follows something (`UpdateHub.followed`), and kept for
 job does not subscribe and unsubscribe for each. Without a follower, a notice
 would be read, decoded and dropped: work that grows with the whole
 deployment's traffic, on every replica.
-
-Nor is a notice published for nobody (`UpdateHub.notices_wanted`): a replica
-with followers says so in Redis every `SHARE_EVERY_S` (`P:updates:followed`,
-expiring `FOLLOWED_TTL_MS` later), and one without reads whether another has.
-A replica publishes while it has followers of its own or sees that key. So a
-first follower elsewhere gets this replica's notices within about a second;
-until then its one-second poll (`updates.POLL_S`) brings the transitions.
-Followers on the same replica get every notice from the start.
 """
 
 from __future__ import annotations
@@ -34,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 LINGER_S = 30.0
 READ_TIMEOUT_S = 1.0  # how often the reader looks up from an idle connection
-SHARE_EVERY_S = 1.0  # how often followers are announced, and others look for them
-FOLLOWED_TTL_MS = 3_000  # an announcement outlives two missed refreshes
 
 
 async def listen_forever(
@@ -55,7 +45,7 @@ async def listen_forever(
             await sub.subscribe(channels.wake)
             hub.attach()
             demand = asyncio.create_task(
-                _updates_while_followed(sub, index, hub, channels.updates, linger_s)
+                _updates_while_followed(sub, hub, channels.updates, linger_s)
             )
             while True:
                 message = await sub.next(READ_TIMEOUT_S)
@@ -102,37 +92,22 @@ def _dispatch(
 
 
 async def _updates_while_followed(
-    sub: Subscriber, index: RedisIndex, hub: UpdateHub, channel: str, linger_s: float
+    sub: Subscriber, hub: UpdateHub, channel: str, linger_s: float
 ) -> None:
     """Take the updates `channel` while this replica has followers; drop it once
     none has come for `linger_s`. Redis's confirmations (read by the reader)
-    tell `UpdateHub.subscribe` when the subscription is live.
-
-    Meanwhile tell the other replicas whether to publish notices: while this
-    one has followers it announces them every `SHARE_EVERY_S`; while it has
-    none it reads whether another has (`UpdateHub.followed_elsewhere`)."""
-    loop = asyncio.get_running_loop()
+    tell `UpdateHub.subscribe` when the subscription is live."""
     subscribed = False
-    idle_since: float | None = None  # when the last follower left, while subscribed
     while True:
-        wait = SHARE_EVERY_S
-        if hub.followed:
-            idle_since = None
-            if not subscribed:
-                hub.asking(subscribe=True)
-                await sub.subscribe(channel)
-                subscribed = True
-            await index.mark_followed(FOLLOWED_TTL_MS)
-        else:
-            hub.followed_elsewhere = await index.followed_anywhere()
-            if subscribed:  # a new follower within `linger_s` keeps the channel
-                idle_since = loop.time() if idle_since is None else idle_since
-                left = idle_since + linger_s - loop.time()
-                if left <= 0:
-                    hub.asking(subscribe=False)
-                    await sub.unsubscribe(channel)
-                    subscribed = False
-                    idle_since = None
-                else:
-                    wait = min(wait, left)
-        await hub.wait_for_change(wait)
+        if hub.followed and not subscribed:
+            hub.asking(subscribe=True)
+            await sub.subscribe(channel)
+            subscribed = True
+        elif not hub.followed and subscribed:
+            await hub.wait_for_change(linger_s)  # a new follower within it keeps it
+            if hub.followed:
+                continue
+            hub.asking(subscribe=False)
+            await sub.unsubscribe(channel)
+            subscribed = False
+        await hub.wait_for_change()

@@ -11,9 +11,7 @@ A replica takes the updates channel only while something here follows (see
 `listener`): every replica would otherwise read and parse every notice of the
 whole deployment for nobody. The first follower waits until Redis confirms the
 subscription before it reads its snapshot, so that no notice published after
-the snapshot is missed. Notices are published at all only while some replica
-has a follower (`UpdateHub.notices_wanted`): this replica knows its own at once,
-the others' within a second, which the poll covers.
+the snapshot is missed.
 """
 
 from __future__ import annotations
@@ -65,19 +63,10 @@ class UpdateHub:
         # channels again, unasked: hence a floor at zero.)
         self._pending = 0
         self._wants_channel = False
-        # Whether a follower on another replica may want this one's notices
-        # (`P:updates:followed`, read by the listener every second). True until
-        # read, and while it cannot be: a notice published for nobody costs less
-        # than a follower elsewhere waiting for its next poll.
-        self.followed_elsewhere = True
 
     @property
     def followed(self) -> bool:
         return bool(self._subs)
-
-    def notices_wanted(self) -> bool:
-        """Whether update notices should be published at all: someone follows."""
-        return bool(self._subs) or self.followed_elsewhere
 
     async def subscribe(self, sub: Subscription, within_s: float = SUBSCRIBE_WAIT_S) -> None:
         """Register `sub`; return once notices reach it, or after `within_s`."""
@@ -99,8 +88,7 @@ class UpdateHub:
         """Return when `followed` may have changed, or after `timeout_s`."""
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
         # cancel that arrives as it finishes (python/cpython#86296, fixed in 3.12),
-        # and the listener calls this every second (seen: a cancelled listener that
-        # never stopped, in 4 of 10 runs of a test that waits every 0.1 s).
+        # and a listener waiting here would then never stop (tests/unit/test_update_hub.py).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._changed.wait()
@@ -116,7 +104,6 @@ class UpdateHub:
         self._live.clear()
         self._pending = 0
         self._wants_channel = False
-        self.followed_elsewhere = True  # no longer read
 
     def asking(self, subscribe: bool) -> None:
         """The listener is about to take (True) or drop the updates channel."""

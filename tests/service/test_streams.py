@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,6 @@ from dispatcher.domain.models import JobState, JobUpdate, StreamRequest
 from dispatcher.service import listener, updates
 from dispatcher.service.updates import Subscription
 from dispatcher.store.redis.index import Subscriber
-from tests.backends import Backend
 from tests.service.helpers import ack, lease, nack, spec
 
 
@@ -260,95 +257,3 @@ async def test_followers_still_get_notices_after_the_subscription_connection_dro
         replica.hub.unsubscribe(probe)
         await _stop(replica, follower, listening)
     assert [u.version for u in seen] == [1, 2, 3]
-
-
-async def _until_sentinel(pubsub: Any, sentinel: str) -> list[str]:
-    """The messages read before `sentinel` (published after everything else)."""
-    got: list[str] = []
-    async with asyncio.timeout(10):
-        while True:
-            msg = await pubsub.get_message(timeout=1.0)
-            if msg is None:
-                continue
-            if msg["data"] == sentinel:
-                return got
-            got.append(msg["data"])
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-async def test_no_update_notice_is_published_while_nothing_follows_on_any_replica(
-    replica: Components,
-) -> None:
-    listening = await _listening(replica, linger_s=0)
-    channel = replica.index.keys.updates_channel()
-    pubsub = replica.index.client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(channel)  # a bare subscriber, not a StreamUpdates follower
-    try:
-        await _until(lambda: not replica.hub.followed_elsewhere)  # the listener looked
-        job = (await replica.dispatcher.enqueue("", spec())).job
-        (g,) = await lease(replica)
-        await ack(replica, g.token)
-        await replica.index_behind.caught_up()
-        await replica.dispatcher.late_notices.flush()
-        await replica.index.client.publish(channel, "end")
-        published = await _until_sentinel(pubsub, "end")
-    finally:
-        await pubsub.aclose()
-        await _stop(replica, listening)
-    assert published == []
-    done = await replica.runs.get(job.id)
-    assert done is not None and done.state is JobState.SUCCEEDED  # the transitions did happen
-
-
-async def test_a_follower_on_another_replica_gets_this_replicas_notices(
-    backend: Backend, clock: FakeClock, replica: Components, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(updates, "POLL_S", 3600.0)  # only notices bring transitions
-    other = backend.components(clock)
-    listening = await _listening(replica, linger_s=0)
-    listening_there = await _listening(other, linger_s=0)
-    job = (await replica.dispatcher.enqueue("", spec())).job
-    seen: list[JobUpdate] = []
-    follower = asyncio.create_task(_collect(other, StreamRequest("", [job.id], ""), seen))
-    try:
-        await _until(lambda: bool(seen))
-        # Within about a second of the follower's arrival on the other replica.
-        await _until(lambda: replica.hub.followed_elsewhere)
-        (g,) = await lease(replica)
-        await ack(replica, g.token)
-        await asyncio.wait_for(follower, timeout=10)
-    finally:
-        await _stop(other, follower, listening_there)
-        await _stop(replica, listening)
-    assert [u.version for u in seen] == [1, 2, 3]
-
-
-async def test_a_replica_announces_its_followers_only_while_it_has_some(
-    replica: Components, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(listener, "SHARE_EVERY_S", 0.1)
-    monkeypatch.setattr(listener, "FOLLOWED_TTL_MS", 300)
-    listening = await _listening(replica, linger_s=0)
-    job = (await replica.dispatcher.enqueue("", spec())).job
-    assert not await replica.index.followed_anywhere()
-    seen: list[JobUpdate] = []
-    follower = asyncio.create_task(_collect(replica, StreamRequest("", [job.id], ""), seen))
-    try:
-        await _until(lambda: bool(seen))
-        async with asyncio.timeout(10):
-            while not await replica.index.followed_anywhere():
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.6)  # twice an announcement's lifetime: it was renewed
-        assert await replica.index.followed_anywhere()
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
-        async with asyncio.timeout(10):  # no longer renewed, it expires
-            while await replica.index.followed_anywhere():
-                await asyncio.sleep(0.05)
-    finally:
-        await _stop(replica, follower, listening)

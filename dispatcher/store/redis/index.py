@@ -11,7 +11,7 @@ import asyncio
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -71,9 +71,6 @@ class RedisIndex:
         # Names this replica in its enqueue wake-ups, so that its listener can skip
         # them: the enqueue already woke the local waiters (see `enqueue`).
         self.origin = secrets.token_hex(6)
-        # Whether update notices go out at all: set by the service layer to "some
-        # replica has a StreamUpdates follower" (service/listener.py).
-        self.notices_wanted: Callable[[], bool] = lambda: True
 
     def _queue_keys(self, ns: str, q: str) -> list[str]:
         """The keys of place.lua and remove.lua."""
@@ -87,7 +84,7 @@ class RedisIndex:
         ]
 
     def _notify(self, pipe: Any, notices: Sequence[Notice]) -> None:
-        if notices and self.notices_wanted():
+        if notices:
             payload = json.dumps([list(n) for n in notices], separators=(",", ":"))
             pipe.publish(self.keys.updates_channel(), payload)
 
@@ -173,7 +170,7 @@ class RedisIndex:
 
     async def place(self, jobs: Sequence[Placeable], notices: Sequence[Notice] = ()) -> None:
         """Put each job where its SQL state says it belongs (terminal: nowhere)."""
-        if not jobs and not (notices and self.notices_wanted()):
+        if not jobs and not notices:
             return
 
         def fill(pipe: Any) -> None:
@@ -194,16 +191,6 @@ class RedisIndex:
 
         async with translate_errors("place"):
             await self.scripts.pipeline(self.client, fill)
-
-    async def mark_followed(self, ttl_ms: int) -> None:
-        """Say, for `ttl_ms`, that a replica has StreamUpdates followers."""
-        async with translate_errors("mark_followed"):
-            await self.client.set(self.keys.followed(), self.origin, px=ttl_ms)
-
-    async def followed_anywhere(self) -> bool:
-        """Whether some replica said it has followers, and the saying has not expired."""
-        async with translate_errors("followed_anywhere"):
-            return bool(await self.client.exists(self.keys.followed()))
 
     async def forget(self, ns: str, queue: str, ids: Sequence[str]) -> None:
         """Drop ids from every structure of a queue (stale entries with no live SQL row)."""

@@ -21,10 +21,6 @@ Layout (P is the deployment prefix, default "dsp"; T is "<namespace>/<queue>"):
     P:wake            channel: when a queue gains ready jobs, "T" (anyone may look),
                       or "T R N" from an enqueue by replica R that made N jobs ready
     P:updates         channel: JSON list of [job id, namespace, queue, version]
-    P:updates:followed STRING present while some replica has a StreamUpdates
-                      follower (refreshed every second, expiring seconds later):
-                      a replica publishes on P:updates only while it sees this
-                      or has followers of its own (service/listener.py)
 
 The `{T}` hash tag puts one queue's keys in one cluster slot, so each Lua
 script touches one slot. Namespace and queue names cannot contain `{`, `}`,
@@ -120,9 +116,6 @@ class Keys:
 
     def updates_channel(self) -> str:
         return f"{self.prefix}:updates"
-
-    def followed(self) -> str:
-        return f"{self.prefix}:updates:followed"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this deployment."""
