@@ -31,7 +31,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -123,15 +123,22 @@ async def phase_drain(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: Syst
     res.details["drain_verified"] = True
 
 
-async def phase_latency(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: SystemResult) -> None:
-    await asyncio.sleep(cfg["settle"])  # workers go idle, into their normal wait
-    n, interval = cfg["latency_jobs"], cfg["latency_interval"]
-    sent: list[float] = []
+async def spaced(n: int, interval: float) -> AsyncIterator[int]:
+    """0 to n - 1, each `interval` seconds after the one before (on the first's
+    schedule, so that a slow step does not push the rest back)."""
     start = time.perf_counter()
     for i in range(n):
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        yield i
+
+
+async def phase_latency(peer: Peer, r: redis.Redis, cfg: dict[str, Any], res: SystemResult) -> None:
+    await asyncio.sleep(cfg["settle"])  # workers go idle, into their normal wait
+    n, interval = cfg["latency_jobs"], cfg["latency_interval"]
+    sent: list[float] = []
+    async for i in spaced(n, interval):
         sent.append(time.time())
         await peer.enqueue_one("lat", i, n)
     await wait_count(r, "lat", n, cfg["latency_timeout"], peer)
@@ -150,11 +157,7 @@ async def phase_round_trip(peer: Peer, cfg: dict[str, Any], res: SystemResult) -
     idle gap costs more than one made back to back, which the rate measures."""
     n, interval = cfg["latency_jobs"], cfg["latency_interval"]
     took_ms: list[float] = []
-    start = time.perf_counter()
-    for i in range(n):
-        delay = start + i * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for i in spaced(n, interval):
         took_ms.append(await seconds(peer.enqueue_one("lat", i, n)) * 1000)
     res.metrics["latency_p50_ms"] = percentile(took_ms, 50)
     res.metrics["latency_p99_ms"] = percentile(took_ms, 99)

@@ -148,8 +148,7 @@ class Heartbeats:
             if timeout <= 0:
                 return
             try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancel that arrives as it finishes (python/cpython#86296).
+                # Not wait_for: see the house rule in tests/unit/test_codebase_rules.py.
                 async with asyncio.timeout(timeout):
                     await self.changed.wait()
             except TimeoutError:

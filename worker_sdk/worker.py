@@ -185,8 +185,7 @@ class Worker:
         waits = [h.done.wait() for h in self._held.values()]
         if waits:  # outcomes are sent while their leases last
             try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancel that arrives as it finishes (python/cpython#86296).
+                # Not wait_for: see the house rule in tests/unit/test_codebase_rules.py.
                 async with asyncio.timeout(self._client_timeout() * 3):
                     await asyncio.gather(*waits)
             except TimeoutError:
@@ -243,7 +242,7 @@ class Worker:
                 delay = backoff.next_delay_s()
                 logger.warning("lease failed (%s); again in %.2fs", from_rpc_error(exc), delay)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):  # not wait_for (see stop)
+                    async with asyncio.timeout(delay):  # not wait_for (see `stop`)
                         await self._stopping.wait()
                 continue
             backoff.reset()
