@@ -65,3 +65,67 @@ async def test_after_the_database_drops_every_pooled_connection_only_the_first_s
     for _ in range(3):
         job = new_job()
         assert await runs.insert_committed([job]) == {job.id}
+
+
+# -- the inserts' held connection (store/sql/held_connection.py) ------------------
+
+
+async def backend_pid_of_next_insert(runs: RunStore) -> int:
+    """The PostgreSQL backend that the next insert_committed would run on (asked
+    on asyncpg directly, as the inserts are: through SQLAlchemy the question
+    would open a transaction that the next insert then ran in)."""
+    async with runs._insert_connection.connection() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        return int(await driver.fetchval("SELECT pg_backend_pid()"))
+
+
+async def test_inserts_one_at_a_time_keep_one_connection_out_of_the_pool(runs: RunStore) -> None:
+    pool = runs.engine.pool
+    for _ in range(3):
+        await runs.insert_committed([new_job()])
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    first = await backend_pid_of_next_insert(runs)
+    await runs.insert_committed([new_job()])
+    assert await backend_pid_of_next_insert(runs) == first
+
+
+async def test_an_insert_that_finds_the_held_connection_in_use_takes_a_pooled_one(
+    runs: RunStore,
+) -> None:
+    job = new_job()
+    async with runs._insert_connection.connection():
+        async with asyncio.timeout(30):  # a hang guard: waiting for the holder would never end
+            assert await runs.insert_committed([job]) == {job.id}
+    assert (await runs.get(job.id)) == job
+
+
+async def test_a_duplicate_key_keeps_the_held_connection(runs: RunStore) -> None:
+    job = new_job()
+    await runs.insert_committed([job])
+
+    with pytest.raises(DuplicateKey):
+        await runs.insert_committed([job])
+    assert runs.engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # still held
+
+
+async def test_a_statement_that_fails_otherwise_hands_the_held_connection_back(
+    runs: RunStore, postgres: PostgresDatabase
+) -> None:
+    await runs.insert_committed([new_job()])
+    await postgres.drop_connections()
+
+    with pytest.raises(Unavailable):
+        await runs.insert_committed([new_job()])
+    assert runs.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_disposing_the_store_hands_the_held_connection_back(
+    postgres: PostgresDatabase,
+) -> None:
+    store = RunStore(create_engine(postgres.url))
+    await store.insert_committed([new_job()])
+    pool = store.engine.pool
+
+    await store.dispose()
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]

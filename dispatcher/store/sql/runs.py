@@ -48,6 +48,7 @@ from dispatcher.domain.models import (
 )
 from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk, sqlite_driver
 from dispatcher.store.sql.engine import is_sqlite
+from dispatcher.store.sql.held_connection import HeldConnection
 from dispatcher.store.sql.tables import KEYED, job_dependencies, run_events, runs, webhook_outbox
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
@@ -428,6 +429,7 @@ class RunStore:
         self.engine = engine
         # SQLite has one writer; queueing writers here is cheaper than busy-waiting.
         self._write_lock = asyncio.Lock() if is_sqlite(str(engine.url)) else None
+        self._insert_connection = HeldConnection(engine)  # PostgreSQL's inserts come one at a time
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[RunsTx]:
@@ -558,7 +560,9 @@ class RunStore:
         rows = [job_to_row(j) for j in jobs]
         if self._is_postgres:
             with telemetry.span("sql.insert_committed"):
-                inserted = await self._autocommit(pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows))
+                inserted = await self._autocommit(
+                    pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows), held=self._insert_connection
+                )
             return {r[0] for r in inserted}
 
         assert self._write_lock is not None  # SQLite
@@ -596,10 +600,14 @@ class RunStore:
             await sqlite_driver.update_returning(conn, *statement, events_of)
         return jobs
 
-    async def _autocommit(self, statement: TextClause, params: dict[str, Any]) -> Sequence[Any]:
+    async def _autocommit(
+        self, statement: TextClause, params: dict[str, Any], held: HeldConnection | None = None
+    ) -> Sequence[Any]:
         """Run one PostgreSQL statement as its own transaction (no BEGIN and
-        COMMIT trips) and return its rows, on asyncpg directly (`pg_driver`)."""
-        async with translate_errors(), self.engine.connect() as conn:
+        COMMIT trips) and return its rows, on asyncpg directly (`pg_driver`);
+        on the `held` connection if given, else on a pooled one."""
+        connection = self.engine.connect() if held is None else held.connection()
+        async with translate_errors(), connection as conn:
             return await pg_driver.fetch(conn, statement, params)
 
     async def get(self, job_id: str) -> Job | None:
@@ -713,6 +721,7 @@ class RunStore:
             await conn.execute(select(1))
 
     async def dispose(self) -> None:
+        await self._insert_connection.close()
         await self.engine.dispose()
 
 
