@@ -205,6 +205,11 @@ OTHER_ROLE = {"producer": "worker", "worker": "admin", "admin": "producer"}
 
 async def _snapshot(app: DispatcherApp) -> tuple[Any, Any]:
     c = app.components
+    # Worker sightings reach Redis in a flush once a second: write the pending ones
+    # first, so that the world's valid Lease cannot land its sighting between two
+    # snapshots (it did, in a run slow enough to cross that second), while a
+    # refused call that recorded one would still show.
+    await c.workers.flush()
     async with c.runs.engine.connect() as conn:
         sql = {
             t.name: sorted(map(tuple, (await conn.execute(select(t))).all()), key=repr)
