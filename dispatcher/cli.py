@@ -16,7 +16,7 @@ from dispatcher import cli_admin, cli_tokens, telemetry
 from dispatcher.app import DispatcherApp
 from dispatcher.config import Settings, ports
 from dispatcher.store.sql.migrate import upgrade
-from worker_sdk import event_loop
+from worker_sdk import event_loop, gc_tuning
 
 logger = logging.getLogger("dispatcher")
 
@@ -213,6 +213,7 @@ def _redacted(url: str) -> str:
 async def _serve(settings: Settings) -> None:
     app = DispatcherApp(settings)
     port = await app.start()
+    gc_tuning.tune_for_service()  # this process is the server (see gc_tuning)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

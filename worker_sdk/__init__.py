@@ -20,6 +20,7 @@ from worker_sdk.errors import (
     Unavailable,
 )
 from worker_sdk.event_loop import LoopUnavailable
+from worker_sdk.gc_tuning import tune_for_service
 from worker_sdk.options import ConnectOptions, RetryOptions, WorkerOptions
 from worker_sdk.queues import QueueLimits
 from worker_sdk.schedules import MisfirePolicy, Schedule
@@ -73,4 +74,5 @@ __all__ = [
     "Unavailable",
     "Worker",
     "WorkerOptions",
+    "tune_for_service",
 ]

@@ -37,7 +37,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from worker_sdk import _retry, event_loop
+from worker_sdk import _retry, event_loop, gc_tuning
 from worker_sdk._completions import Ack, Completions, Nack, Outcome
 from worker_sdk._convert import duration
 from worker_sdk._lease import Heartbeats, Held, LeaseState, new_held
@@ -211,6 +211,7 @@ class Worker:
     async def _run_with_signals(self) -> None:
         loop = asyncio.get_running_loop()
         await self.start()
+        gc_tuning.tune_for_service()  # this process is the worker (see gc_tuning)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         try:

@@ -151,7 +151,7 @@ async def run_sdk(
     """The same loop through worker_sdk.Worker: batched leases, heartbeats and acks."""
     from datetime import timedelta
 
-    from worker_sdk import ConnectOptions, JobContext, Worker, WorkerOptions
+    from worker_sdk import ConnectOptions, JobContext, Worker, WorkerOptions, tune_for_service
 
     options = WorkerOptions(
         queues=tuple(queues), concurrency=concurrency, poll_wait=timedelta(seconds=5)
@@ -163,6 +163,7 @@ async def run_sdk(
         await handle(job.payload)
 
     async with worker:
+        tune_for_service()  # as Worker.run() does: this process is the worker
         await stop.wait()
 
 

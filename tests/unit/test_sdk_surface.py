@@ -22,7 +22,7 @@ EXPECTED = {
     "LoopUnavailable", "MisfirePolicy", "Schedule",
     "NonRetryable", "NotFound", "PermissionDenied", "Priority", "Progress", "QueueLimits",
     "ResourceExhausted", "Retry", "RetryOptions", "SyncClient", "TerminalReason",
-    "Unauthenticated", "Unavailable", "Worker", "WorkerOptions",
+    "Unauthenticated", "Unavailable", "Worker", "WorkerOptions", "tune_for_service",
 }  # fmt: skip
 
 
