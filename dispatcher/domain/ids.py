@@ -13,6 +13,7 @@ stored token is the fence.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 
@@ -70,16 +71,14 @@ def new_lease_token(job_id: str) -> str:
     return f"{job_id}.{secrets.token_hex(16)}"
 
 
+# One pattern, not a test per character: every Ack item's token is parsed, and a
+# generator per character took 2.4 µs a token where the pattern takes 0.35 (timeit).
+_TOKEN = re.compile(f"([{_ALPHABET}]{{26}})\\.[0-9a-f]{{32}}")
+
+
 def job_id_of_token(token: str, field: str = "lease_token") -> str:
     """Return the job id a token names; raise InvalidArgument if malformed."""
-    job_id, dot, secret = token.partition(".")
-    valid = (
-        dot == "."
-        and len(job_id) == 26
-        and all(c in _ALPHABET for c in job_id)
-        and len(secret) == 32
-        and all(c in "0123456789abcdef" for c in secret)
-    )
-    if not valid:
+    match = _TOKEN.fullmatch(token)
+    if match is None:
         raise InvalidArgument.field(field, "is not a lease token issued by this server")
-    return job_id
+    return match.group(1)
