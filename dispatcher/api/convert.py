@@ -196,27 +196,36 @@ def to_proto_job(j: m.Job) -> jpb.Job:
     return msg
 
 
-# The Job fields `to_proto_job` reads, but for the three `JobMessages` sets
-# per job (id, payload, idempotency_key).
+# The Job fields `to_proto_job` reads, but for those `JobMessages` sets per job:
+# id, payload, idempotency_key, and the times that differ between jobs enqueued
+# one by one (created_ms, run_at_ms, start_deadline_ms; whether a start deadline
+# is set is part of the shape, since it decides whether the field is present).
 _SHAPE = operator.attrgetter(
     *(
         "namespace queue type content_type priority state attempt max_attempts"
-        " retry_policy lease_duration_ms progress_percent progress_message created_ms"
-        " started_ms finished_ms run_at_ms last_error result result_content_type"
+        " retry_policy lease_duration_ms progress_percent progress_message"
+        " started_ms finished_ms last_error result result_content_type"
         " lease_holder version callback_url cancel_requested terminal_reason"
-        " start_deadline_ms max_run_ms wait_reason concurrency_key metadata"
-        " trace_context depends_on"
+        " max_run_ms wait_reason concurrency_key metadata trace_context depends_on"
     ).split()
 )
+_NEXT_RUN_STATES = (m.JobState.QUEUED, m.JobState.SCHEDULED)  # see `to_proto_job`
+
+
+def _set_ts(target: timestamp_pb2.Timestamp, ms: int) -> None:
+    target.seconds, target.nanos = ms // 1000, (ms % 1000) * 1_000_000
 
 
 class JobMessages:
     """Fills the Job messages of one reply, each as `to_proto_job` would.
 
-    The jobs of one reply mostly differ only in id, payload and idempotency key
-    (one producer's batch, one queue's lease): such a job's message is a copy
-    of the previous one, built in full, with those three fields set. A copy
-    costs 0.8 µs where building one costs 8.6 (2-core machine, upb).
+    The jobs of one reply mostly differ only in id, payload, idempotency key
+    and the moments they were made for (one producer's batch, one queue's
+    lease): such a job's message is a copy of the previous one, built in
+    full, with those fields set. A copy costs 0.8 µs where building one
+    costs 8.6 (2-core machine, upb). A Lease of jobs enqueued one call each,
+    as most are, has a different creation time per job: with the times in
+    the shape, every message of such a reply was built in full.
     """
 
     def __init__(self) -> None:
@@ -224,7 +233,7 @@ class JobMessages:
         self._template: jpb.Job | None = None
 
     def fill(self, target: jpb.Job, j: m.Job) -> None:
-        shape = _SHAPE(j)
+        shape = (*_SHAPE(j), j.start_deadline_ms is None)
         if self._template is None or shape != self._shape:
             target.CopyFrom(to_proto_job(j))
             self._shape, self._template = shape, target
@@ -233,6 +242,11 @@ class JobMessages:
         target.id = j.id
         target.payload = j.payload
         target.idempotency_key = j.idempotency_key or ""
+        _set_ts(target.create_time, j.created_ms)
+        if j.state in _NEXT_RUN_STATES:
+            _set_ts(target.next_run_time, j.run_at_ms)
+        if j.start_deadline_ms is not None:
+            _set_ts(target.start_deadline_time, j.start_deadline_ms)
 
 
 def to_proto_error(exc: DispatchError) -> jpb.ItemError:

@@ -67,3 +67,32 @@ def test_a_lease_reply_holds_each_jobs_own_message_token_and_expiry() -> None:
     assert [le.job for le in reply.leases] == [convert.to_proto_job(j) for j in jobs]
     assert [le.lease_token for le in reply.leases] == [g.token for g in grants]
     assert [le.expire_time.ToMilliseconds() for le in reply.leases] == [g.expire_ms for g in grants]
+
+
+def test_jobs_made_at_different_moments_each_keep_their_own_times() -> None:
+    # Jobs enqueued one call each, then leased together: the shared template
+    # must not carry one job's creation, next run or start deadline to another.
+    from dispatcher.domain.models import JobState
+
+    def made_at(i: int, state: JobState, deadline: bool) -> Job:
+        return dataclasses.replace(
+            BASE,
+            id=f"01JBASE{i:019d}",
+            state=state,
+            created_ms=1_000 + 7 * i,
+            run_at_ms=2_000 + 13 * i,
+            start_deadline_ms=9_000 + 1_001 * i if deadline else None,
+        )
+
+    jobs = [
+        made_at(i, state, deadline)
+        for state in (JobState.QUEUED, JobState.LEASED, JobState.SCHEDULED)
+        for deadline in (True, False, True)
+        for i in range(3)
+    ]
+    grants = [GrantedLease(j, f"token-{i}", 5_000 + i) for i, j in enumerate(jobs)]
+
+    reply = convert.to_proto_leases(grants)
+
+    assert [le.job for le in reply.leases] == [convert.to_proto_job(j) for j in jobs]
+    assert len({le.job.create_time.ToMilliseconds() for le in reply.leases}) == 3
