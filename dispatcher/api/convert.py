@@ -68,14 +68,24 @@ def _ts_ms(t: timestamp_pb2.Timestamp) -> int:
     return t.seconds * 1000 + t.nanos // 1_000_000
 
 
+def _set_ms(target: timestamp_pb2.Timestamp | duration_pb2.Duration, ms: int) -> None:
+    """Set a Timestamp or Duration (in place) to `ms` milliseconds. Unchecked, unlike
+    `FromMilliseconds`, whose range check would refuse what a reply must still carry."""
+    target.seconds, target.nanos = ms // 1000, (ms % 1000) * 1_000_000
+
+
 def _ts(ms: int | None) -> timestamp_pb2.Timestamp | None:
     if ms is None:
         return None
-    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+    t = timestamp_pb2.Timestamp()
+    _set_ms(t, ms)
+    return t
 
 
 def _dur(ms: int) -> duration_pb2.Duration:
-    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+    d = duration_pb2.Duration()
+    _set_ms(d, ms)
+    return d
 
 
 def to_domain_priority(value: int, field: str) -> m.Priority:
@@ -212,10 +222,6 @@ _SHAPE = operator.attrgetter(
 _NEXT_RUN_STATES = (m.JobState.QUEUED, m.JobState.SCHEDULED)  # see `to_proto_job`
 
 
-def _set_ts(target: timestamp_pb2.Timestamp, ms: int) -> None:
-    target.seconds, target.nanos = ms // 1000, (ms % 1000) * 1_000_000
-
-
 class JobMessages:
     """Fills the Job messages of one reply, each as `to_proto_job` would.
 
@@ -242,11 +248,11 @@ class JobMessages:
         target.id = j.id
         target.payload = j.payload
         target.idempotency_key = j.idempotency_key or ""
-        _set_ts(target.create_time, j.created_ms)
+        _set_ms(target.create_time, j.created_ms)
         if j.state in _NEXT_RUN_STATES:
-            _set_ts(target.next_run_time, j.run_at_ms)
+            _set_ms(target.next_run_time, j.run_at_ms)
         if j.start_deadline_ms is not None:
-            _set_ts(target.start_deadline_time, j.start_deadline_ms)
+            _set_ms(target.start_deadline_time, j.start_deadline_ms)
 
 
 def to_proto_error(exc: DispatchError) -> jpb.ItemError:
