@@ -63,7 +63,7 @@ from dispatcher.service.late_notices import LateNotices
 from dispatcher.service.queues import QueueControl, queue_full
 from dispatcher.service.quotas import Quotas
 from dispatcher.service.state import ServingState
-from dispatcher.service.wakeups import Asker, Waiter, Waiters
+from dispatcher.service.wakeups import Asker, Waiters
 from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
 from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, RunsTx
@@ -151,6 +151,9 @@ class Dispatcher:
     _inserts: GroupCommit[InsertRequest, list[Job]] | None = field(default=None, repr=False)
     _late_notices: LateNotices | None = field(default=None, repr=False)
     _hand_offs: HandOffs | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.state.on_drain(self.waiters.notify_all)  # draining ends waiting Leases
 
     @property
     def late_notices(self) -> LateNotices:
@@ -553,7 +556,7 @@ class Dispatcher:
                         return granted
                     waiter.idle = True
                     try:
-                        await _wait_any(waiter, self.state.draining, min(remaining, RECHECK_S))
+                        await waiter.wait(min(remaining, RECHECK_S))
                     finally:
                         waiter.idle = False
             finally:
@@ -928,12 +931,3 @@ def _may_touch_lease(job: Job) -> bool:
 
 def _next_run(job: Job) -> int | None:
     return job.run_at_ms if job.state in (JobState.SCHEDULED, JobState.QUEUED) else None
-
-
-async def _wait_any(a: Waiter, b: asyncio.Event, seconds: float) -> None:
-    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()

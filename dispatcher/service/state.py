@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from enum import Enum
 
 from dispatcher.domain.errors import IndexRebuilding, ShuttingDown
@@ -23,6 +24,7 @@ class ServingState:
         self.draining = asyncio.Event()
         self.store_healthy = True
         self.repair_requested = asyncio.Event()
+        self._on_drain: list[Callable[[], None]] = []
 
     @property
     def serving(self) -> bool:
@@ -35,9 +37,18 @@ class ServingState:
         if self.phase is not Phase.SERVING:
             raise IndexRebuilding("the server is rebuilding its index from the database")
 
+    def on_drain(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when draining starts (now, if it has): how a wait that
+        does not watch `draining` itself learns of it."""
+        self._on_drain.append(wake)
+        if self.draining.is_set():
+            wake()
+
     def start_draining(self) -> None:
         self.phase = Phase.DRAINING
         self.draining.set()
+        for wake in self._on_drain:
+            wake()
 
     def request_repair(self) -> None:
         """Ask the reconciler to run soon (an index write failed after a commit)."""

@@ -19,6 +19,7 @@ enqueue that claimed it either `hand`s it a lease or `release`s it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -96,8 +97,19 @@ class Waiter:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    async def wait(self, seconds: float) -> None:
+        """Until woken or handed a lease, or for `seconds`.
+
+        The Lease's own task waits on the event: a lease handed to it wakes it
+        in the event loop's next pass, ahead of the Enqueue that handed it,
+        whose answer is set after. Waiting through `asyncio.wait` on helper
+        tasks (one for this, one for draining) took two passes more and two
+        tasks per wait, and the producer's answer went out before the
+        worker's. Draining wakes every waiter instead (`ServingState.on_drain`).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
 
     def take(self) -> list[QueueRef]:
         """The queues woken since the last take, and clear: the holder looks now."""

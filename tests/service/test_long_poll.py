@@ -10,8 +10,9 @@ import pytest
 
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
-from dispatcher.domain.models import JobState, LeaseRequest
+from dispatcher.domain.models import GrantedLease, JobState, LeaseRequest
 from dispatcher.service import dispatch, listener
+from dispatcher.service.wakeups import Waiter
 from dispatcher.store.redis.keys import Keys
 from tests.backends import Backend
 from tests.service.helpers import lease, record_lease_scripts, spec, two_replicas
@@ -104,10 +105,7 @@ async def _through_the_subscription(c: Components) -> None:
     with c.waiters.waiting([sentinel]) as seen:
         while not seen.is_set():  # published again until the subscription is live
             await c.index.client.publish(c.index.keys.wake_channel(), Keys.queue_ref(*sentinel))
-            try:
-                await asyncio.wait_for(seen.wait(), timeout=0.2)
-            except TimeoutError:
-                pass
+            await seen.wait(0.2)
 
 
 async def test_one_new_job_wakes_one_of_sixteen_waiting_polls_and_its_echo_wakes_none(
@@ -147,8 +145,15 @@ async def test_a_woken_poll_that_goes_away_before_looking_passes_the_job_on(
     second = asyncio.create_task(lease(replica, worker="w2", wait_ms=60_000))
     while replica.waiters.count() < 2:
         await asyncio.sleep(0.01)
+    hand = Waiter.hand
+
+    def hand_and_leave(waiter: Waiter, granted: GrantedLease) -> bool:
+        handed = hand(waiter, granted)
+        first.cancel()  # the longest waiting poll got the job, and its worker went away
+        return handed
+
+    monkeypatch.setattr(Waiter, "hand", hand_and_leave)
     job = (await replica.dispatcher.enqueue("", spec())).job
-    first.cancel()  # the longest waiting poll was woken, and its worker went away
     (granted,) = await asyncio.wait_for(second, timeout=30)
     assert granted.job.id == job.id
     with pytest.raises(asyncio.CancelledError):
