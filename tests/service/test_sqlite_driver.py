@@ -9,7 +9,9 @@ exists on no other backend (the embedded backend's other tests run it too).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,35 @@ async def test_a_failed_insert_leaves_nothing_and_no_open_transaction(
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None and not raw.in_transaction
     assert await runs.get(job.id) is None
+
+
+async def test_a_transaction_whose_caller_is_cancelled_still_ends_on_the_thread(
+    db: tuple[RunStore, Path],
+) -> None:
+    """The whole transaction is one call on aiosqlite's thread: a cancel does not
+    cut it in two. It commits, as a cancel during COMMIT always could, and leaves
+    no transaction open."""
+    runs, path = db
+    job = _new()
+    in_transaction, go_on = threading.Event(), threading.Event()
+
+    def events_of(ids: set[str]) -> list[dict[str, Any]]:
+        in_transaction.set()
+        go_on.wait(10)
+        return []
+
+    async with runs.engine.connect() as conn:
+        write = asyncio.create_task(sqlite_driver.insert_runs(conn, [job_to_row(job)], events_of))
+        assert await asyncio.to_thread(in_transaction.wait, 10)
+        write.cancel()
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        # The connection's next call runs after the transaction, on the same thread.
+        await raw.execute_fetchall("SELECT 1")
+        assert not raw.in_transaction
+    assert _seen_elsewhere(path, job.id) == ("queued", [])  # committed, without events
+    later = _new()
+    assert await runs.insert_committed([later]) == {later.id}
