@@ -19,10 +19,9 @@ enqueue that claimed it either `hand`s it a lease or `release`s it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from dispatcher.domain.auth import Principal
@@ -107,7 +106,7 @@ class Waiter:
         tasks per wait, and the producer's answer went out before the
         worker's. Draining wakes every waiter instead (`ServingState.on_drain`).
         """
-        with contextlib.suppress(TimeoutError):
+        with suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._event.wait()
 
