@@ -160,6 +160,10 @@ def _shared_retry(p: m.RetryPolicy) -> jpb.RetryPolicy:
     return to_proto_retry(p)
 
 
+# A job's next run time is shown only while it waits to run.
+_NEXT_RUN_STATES = (m.JobState.QUEUED, m.JobState.SCHEDULED)
+
+
 def to_proto_job(j: m.Job) -> jpb.Job:
     msg = jpb.Job(
         id=j.id,
@@ -178,9 +182,7 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         create_time=_ts(j.created_ms),
         start_time=_ts(j.started_ms),
         finish_time=_ts(j.finished_ms),
-        next_run_time=_ts(j.run_at_ms)
-        if j.state in (m.JobState.QUEUED, m.JobState.SCHEDULED)
-        else None,
+        next_run_time=_ts(j.run_at_ms) if j.state in _NEXT_RUN_STATES else None,
         last_error=j.last_error,
         result=j.result,
         result_content_type=j.result_content_type,
@@ -219,7 +221,6 @@ _SHAPE = operator.attrgetter(
         " max_run_ms wait_reason concurrency_key metadata trace_context depends_on"
     ).split()
 )
-_NEXT_RUN_STATES = (m.JobState.QUEUED, m.JobState.SCHEDULED)  # see `to_proto_job`
 
 
 class JobMessages:
