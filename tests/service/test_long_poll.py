@@ -48,8 +48,9 @@ async def test_an_empty_long_poll_answers_empty_when_its_wait_ends(
 
 
 async def test_draining_ends_waiting_long_polls_with_an_empty_answer(
-    backend: Backend, clock: FakeClock
+    backend: Backend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(dispatch, "RECHECK_S", 60.0)  # ended by draining, not by a backstop look
     c = backend.components(clock)
     await c.reconciler.ensure_index()
     waiting = asyncio.create_task(lease(c, wait_ms=20_000))
