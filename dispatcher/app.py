@@ -350,8 +350,7 @@ class DispatcherApp:
         in a transaction must finish rolling back before the engine goes away.
         """
         c = self.components
-        c.state.start_draining()
-        c.waiters.notify_all()
+        c.state.start_draining()  # which ends waiting long-polls (Dispatcher's on_drain)
         await self._set_health(False)
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
