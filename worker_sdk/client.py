@@ -13,7 +13,7 @@ import logging
 import random
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -34,7 +34,11 @@ from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobState, Jo
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-MAX_BATCH = 500  # jobs per coalesced EnqueueBatch
+MAX_BATCH = 500  # jobs per EnqueueBatch: coalesced enqueues, and each call of `enqueue_many`
+# Encoded specs per `enqueue_many` call: half the server's default message limit
+# (8 MiB), so that a call stays below it with one more job of the largest payload.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+CALLS_IN_FLIGHT = 2  # `enqueue_many` calls of one list on the wire at once
 
 
 class Client:
@@ -206,17 +210,60 @@ class Client:
     async def enqueue_many(
         self, requests: Iterable[JobRequest]
     ) -> list[Enqueued | DispatcherError]:
-        """Enqueue many jobs in one call: one result per request, in order.
+        """Enqueue many jobs: one result per request, in order.
 
         Each item succeeds or fails on its own (a failed item is returned as
-        its DispatcherError, not raised); a call-wide failure raises.
+        its DispatcherError, not raised). Any number of requests: they go as
+        EnqueueBatch calls of up to `MAX_BATCH` jobs (and about
+        `MAX_BATCH_BYTES`), `CALLS_IN_FLIGHT` at a time, so that the server
+        commits one call while the next is on its way. Every request is
+        converted before the first call is sent.
+
+        A failure of a call as a whole (the server unreachable after the
+        retries, say) raises when the requests fit one call. When they take
+        several, it becomes the result of each item of that call instead:
+        the other calls' jobs may be committed, and their results say so.
         """
         call = uuid.uuid4().hex  # one random part per call: the items' keys differ by index
+        batches = list(self._batches(requests, call))
+        if len(batches) > 1:
+            return await self._enqueue_batches(batches)
+        return await self._enqueue_batch(batches[0]) if batches else []
+
+    def _batches(
+        self, requests: Iterable[JobRequest], call: str
+    ) -> Iterator[pb.EnqueueBatchRequest]:
+        """The EnqueueBatch requests that carry `requests`, in order."""
         batch = pb.EnqueueBatchRequest(namespace=self.namespace)
         specs = _convert.JobSpecs()
+        size = 0
         for i, r in enumerate(requests):
-            specs.fill(batch.jobs.add(), r, _key(r, f"{call}-{i}"))
-        return await self._enqueue_batch(batch)
+            spec = batch.jobs.add()
+            specs.fill(spec, r, _key(r, f"{call}-{i}"))
+            size += spec.ByteSize()
+            if len(batch.jobs) >= MAX_BATCH or size >= MAX_BATCH_BYTES:
+                yield batch
+                batch = pb.EnqueueBatchRequest(namespace=self.namespace)
+                size = 0
+        if batch.jobs:
+            yield batch
+
+    async def _enqueue_batches(
+        self, batches: Sequence[pb.EnqueueBatchRequest]
+    ) -> list[Enqueued | DispatcherError]:
+        """Send several EnqueueBatch calls, `CALLS_IN_FLIGHT` at once; a call that
+        fails whole gives its error to each of its items."""
+        slots = asyncio.Semaphore(CALLS_IN_FLIGHT)
+
+        async def send(batch: pb.EnqueueBatchRequest) -> list[Enqueued | DispatcherError]:
+            async with slots:
+                try:
+                    return await self._enqueue_batch(batch)
+                except DispatcherError as exc:
+                    return [exc] * len(batch.jobs)
+
+        parts = await asyncio.gather(*(send(b) for b in batches))
+        return [result for part in parts for result in part]
 
     async def _enqueue_batch(
         self, batch: pb.EnqueueBatchRequest

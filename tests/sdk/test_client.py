@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 
 from dispatcher.app import DispatcherApp
@@ -25,6 +26,7 @@ from worker_sdk import (
     NotFound,
     Priority,
     SyncClient,
+    Unavailable,
 )
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 
@@ -120,6 +122,88 @@ async def test_enqueue_many_with_one_bad_request_returns_its_error_instead_of_ra
 ) -> None:
     (only,) = await client.enqueue_many([JobRequest("", "t")])
     assert isinstance(only, InvalidArgument)
+
+
+class _EnqueueBatchSpy:
+    """Wraps a client's calls: counts the EnqueueBatch calls and how many were
+    in flight at once; `fail_call` (1-based) fails that one whole."""
+
+    def __init__(self, client: Client, fail_call: int | None = None) -> None:
+        self.sizes: list[int] = []
+        self.in_flight = self.most_in_flight = 0
+        self._real = client._unary
+        self._fail_call = fail_call
+
+    async def __call__(self, method: str, request: Any, **kwargs: Any) -> Any:
+        if method != "EnqueueBatch":
+            return await self._real(method, request, **kwargs)
+        self.sizes.append(len(request.jobs))
+        if len(self.sizes) == self._fail_call:
+            raise Unavailable(grpc.StatusCode.UNAVAILABLE, "the server is down")
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self._real(method, request, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_enqueue_many_takes_more_jobs_than_one_call_holds_in_calls_two_at_a_time(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _EnqueueBatchSpy(client)
+    monkeypatch.setattr(client, "_unary", spy)
+
+    # More than the server takes in one call (1,000): sent whole, it was refused.
+    results = await client.enqueue_many([JobRequest("q", "t", {"i": i}) for i in range(1234)])
+
+    assert spy.sizes == [500, 500, 234]
+    assert spy.most_in_flight == 2
+    assert all(isinstance(r, Enqueued) and r.created for r in results)
+    jobs = [r.job for r in results if isinstance(r, Enqueued)]
+    assert [j.json()["i"] for j in jobs] == list(range(1234))
+    assert len({j.id for j in jobs}) == len({j.idempotency_key for j in jobs}) == 1234
+
+
+async def test_enqueue_many_splits_large_payloads_below_the_servers_message_limit(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _EnqueueBatchSpy(client)
+    monkeypatch.setattr(client, "_unary", spy)
+    big = b"x" * 900_000  # 12 of them, 10.8 MB, are more than one message may carry (8 MiB)
+
+    results = await client.enqueue_many([JobRequest("q", "t", big) for _ in range(12)])
+
+    assert spy.sizes == [5, 5, 2]
+    assert all(isinstance(r, Enqueued) for r in results)
+    first = results[0]
+    assert isinstance(first, Enqueued) and (await client.get(first.job.id)).payload == big
+
+
+async def test_a_call_that_fails_whole_among_several_fails_only_its_own_items(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _EnqueueBatchSpy(client, fail_call=2)
+    monkeypatch.setattr(client, "_unary", spy)
+
+    results = await client.enqueue_many([JobRequest("q", "t", {"i": i}) for i in range(1100)])
+
+    assert spy.sizes == [500, 500, 100]
+    assert all(isinstance(r, Unavailable) for r in results[500:1000])
+    kept = results[:500] + results[1000:]
+    assert all(isinstance(r, Enqueued) for r in kept)
+    # The failed call's jobs were not made; the others' were committed.
+    for r in kept[::99]:
+        assert isinstance(r, Enqueued) and (await client.get(r.job.id)).state is JobState.QUEUED
+
+
+async def test_a_call_that_fails_whole_raises_when_every_request_fits_in_it(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client, "_unary", _EnqueueBatchSpy(client, fail_call=1))
+
+    with pytest.raises(Unavailable):
+        await client.enqueue_many([JobRequest("q", "t", {"i": i}) for i in range(3)])
 
 
 async def test_getting_an_unknown_job_raises_not_found(client: Client) -> None:
