@@ -35,8 +35,8 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 500  # jobs per EnqueueBatch: coalesced enqueues, and each call of `enqueue_many`
-# Encoded specs per `enqueue_many` call: half the server's default message limit
-# (8 MiB), so that a call stays below it with one more job of the largest payload.
+# Encoded specs per EnqueueBatch (either kind): half the server's default message
+# limit (8 MiB), so that a call stays below it with one more job of the largest payload.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 CALLS_IN_FLIGHT = 2  # `enqueue_many` calls of one list on the wire at once
 
@@ -71,6 +71,7 @@ class Client:
         self._rng = random.Random()
         self._batch_window = batch_window.total_seconds() if batch_window else None
         self._pending: list[tuple[jpb.JobSpec, asyncio.Future[Job]]] = []
+        self._pending_bytes = 0  # their encoded size: a batch stays below the message limit
         self._flush_timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -164,7 +165,8 @@ class Client:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Job] = loop.create_future()
         self._pending.append((spec, future))
-        if len(self._pending) >= MAX_BATCH:
+        self._pending_bytes += spec.ByteSize()
+        if len(self._pending) >= MAX_BATCH or self._pending_bytes >= MAX_BATCH_BYTES:
             self._flush_now()
         elif self._flush_timer is None:
             self._flush_timer = loop.call_later(self._batch_window or 0, self._flush_now)
@@ -175,7 +177,7 @@ class Client:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        batch, self._pending = self._pending, []
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
         if batch:
             task = asyncio.create_task(self._send_batch(batch))
             self._sending.add(task)

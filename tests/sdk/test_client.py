@@ -317,6 +317,32 @@ async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_wind
     await client.close()
 
 
+async def test_enqueues_in_a_batch_window_go_in_calls_below_the_servers_message_limit(
+    connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    client = Client(connect, batch_window=timedelta(hours=1))
+    send = client._enqueue_batch
+
+    async def counted(batch: Any) -> Any:
+        batches.append(len(batch.jobs))
+        return await send(batch)
+
+    monkeypatch.setattr(client, "_enqueue_batch", counted)
+    big = b"x" * 900_000  # 12 of them, 10.8 MB, are more than one message may carry (8 MiB)
+
+    enqueues = asyncio.gather(*(client.enqueue("q", "t", big) for _ in range(12)))
+    for _ in range(1000):  # full calls go at once...
+        if len(batches) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert batches == [5, 5]
+    await client.close()  # ...and the last two wait in the window until the client closes
+    jobs = await asyncio.wait_for(enqueues, timeout=30)
+    assert batches == [5, 5, 2]
+    assert len({j.id for j in jobs}) == 12
+
+
 async def test_closing_the_client_sends_what_waits_in_the_batch_window(
     connect: ConnectOptions,
 ) -> None:
