@@ -10,6 +10,7 @@ exists on no other backend (the embedded backend's other tests run it too).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -24,7 +25,7 @@ from dispatcher.domain.models import Job, JobState
 from dispatcher.store.sql import sqlite_driver
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.migrate import upgrade_async
-from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, job_to_row
+from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, job_values
 from tests.service.helpers import stored_job
 
 NOW = 1_700_000_000_000
@@ -116,7 +117,7 @@ async def test_an_error_between_the_statements_rolls_back(db: tuple[RunStore, Pa
     )
     assert isinstance(statement, TextClause)
 
-    def events_of(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    def events_of(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         raise RuntimeError("the caller failed after the UPDATE")
 
     async with runs.engine.connect() as conn:
@@ -141,6 +142,20 @@ async def test_new_jobs_are_committed_with_their_first_events(db: tuple[RunStore
         assert await runs.get(j.id) == j
 
 
+async def test_a_first_event_holds_each_of_its_columns(db: tuple[RunStore, Path]) -> None:
+    runs, path = db
+    job = dataclasses.replace(_new(), created_ms=NOW - 7)  # every column a distinct value
+    await runs.insert_committed([job])
+    other = sqlite3.connect(path)
+    try:
+        cursor = other.execute("SELECT * FROM run_events WHERE job_id = ?", (job.id,))
+        (row,) = [dict(zip([d[0] for d in cursor.description], r, strict=True)) for r in cursor]
+    finally:
+        other.close()
+    expected = {"version": 1, "state": "queued", "attempt": 0, "at": NOW - 7, "error": ""}
+    assert row == {"job_id": job.id, **expected}
+
+
 async def test_a_job_whose_key_is_taken_is_skipped_and_gets_no_event(
     db: tuple[RunStore, Path],
 ) -> None:
@@ -161,12 +176,12 @@ async def test_a_failed_insert_leaves_nothing_and_no_open_transaction(
     runs, _ = db
     job = _new()
 
-    def events_of(ids: set[str]) -> list[dict[str, Any]]:
+    def events_of(ids: set[str]) -> list[tuple[Any, ...]]:
         raise RuntimeError("the caller failed after the INSERT")
 
     async with runs.engine.connect() as conn:
         with pytest.raises(RuntimeError):
-            await sqlite_driver.insert_runs(conn, [job_to_row(job)], events_of)
+            await sqlite_driver.insert_runs(conn, [job_values(job)], events_of)
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None and not raw.in_transaction
     assert await runs.get(job.id) is None
@@ -182,13 +197,13 @@ async def test_a_transaction_whose_caller_is_cancelled_still_ends_on_the_thread(
     job = _new()
     in_transaction, go_on = threading.Event(), threading.Event()
 
-    def events_of(ids: set[str]) -> list[dict[str, Any]]:
+    def events_of(ids: set[str]) -> list[tuple[Any, ...]]:
         in_transaction.set()
         go_on.wait(10)
         return []
 
     async with runs.engine.connect() as conn:
-        write = asyncio.create_task(sqlite_driver.insert_runs(conn, [job_to_row(job)], events_of))
+        write = asyncio.create_task(sqlite_driver.insert_runs(conn, [job_values(job)], events_of))
         assert await asyncio.to_thread(in_transaction.wait, 10)
         write.cancel()
         go_on.set()

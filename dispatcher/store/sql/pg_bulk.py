@@ -17,7 +17,6 @@ job inserted already LEASED, handed to a waiting Lease, gets its two).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,13 +72,8 @@ def _statement() -> TextClause:
     )
 
 
+# Parameter `rows`: each job as a `run_row` tuple, in COLUMNS order (`runs.job_values`).
 INSERT_JOBS = _statement()
-_ROW = operator.itemgetter(*COLUMNS)
-
-
-def rows_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
-    """The statement's parameter: each row as a `run_row` tuple, in COLUMNS order."""
-    return {"rows": [_ROW(r) for r in rows]}
 
 
 def _save_statement(mutable: Sequence[str]) -> TextClause:

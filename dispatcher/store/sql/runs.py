@@ -114,49 +114,64 @@ def _to_json(value: dict[str, str] | list[str], empty: str) -> str:
     return json.dumps(value, separators=(",", ":")) if value else empty
 
 
+def job_values(job: Job) -> tuple[Any, ...]:
+    """A job's row as values in `runs.columns` order (a comment names the column
+    where the value is not `job.<column>`): what PostgreSQL's bulk insert sends as one
+    `run_row`, with no dict on the way (3.4 µs a job became 1.9, timeit)."""
+    return (
+        job.id,
+        job.namespace,
+        job.queue,
+        job.type,
+        job.payload,
+        job.content_type,
+        int(job.priority),  # priority
+        _to_json(job.metadata, "{}"),  # metadata
+        job.state.value,  # state
+        job.attempt,
+        job.max_attempts,
+        job.retry_policy.initial_backoff_ms,  # retry_initial_ms
+        job.retry_policy.max_backoff_ms,  # retry_max_ms
+        job.retry_policy.multiplier,  # retry_multiplier
+        job.retry_policy.jitter,  # retry_jitter
+        job.lease_duration_ms,
+        job.created_ms,  # created_at
+        job.run_at_ms,  # run_at
+        job.version,
+        job.idempotency_key,
+        job.progress_percent,
+        job.progress_message,
+        job.started_ms,  # started_at
+        job.finished_ms,  # finished_at
+        job.last_error,
+        job.result,
+        job.result_content_type,
+        job.lease_holder,
+        job.lease_token,
+        job.lease_expires_ms,  # lease_expires_at
+        _to_json(job.trace_context, "{}"),  # trace_context
+        job.callback_url,
+        job.cancel_requested,
+        job.terminal_reason.value,  # terminal_reason
+        job.start_deadline_ms,  # start_deadline_at
+        job.max_run_ms,
+        job.has_dependents,
+        _to_json(job.depends_on, "[]"),  # depends_on
+        job.concurrency_key,
+        job.lease_principal,
+    )
+
+
+ROW_COLUMNS = tuple(c.name for c in runs.columns)
+
+
 def job_to_row(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "namespace": job.namespace,
-        "queue": job.queue,
-        "type": job.type,
-        "payload": job.payload,
-        "content_type": job.content_type,
-        "priority": int(job.priority),
-        "metadata": _to_json(job.metadata, "{}"),
-        "state": job.state.value,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "retry_initial_ms": job.retry_policy.initial_backoff_ms,
-        "retry_max_ms": job.retry_policy.max_backoff_ms,
-        "retry_multiplier": job.retry_policy.multiplier,
-        "retry_jitter": job.retry_policy.jitter,
-        "lease_duration_ms": job.lease_duration_ms,
-        "created_at": job.created_ms,
-        "run_at": job.run_at_ms,
-        "version": job.version,
-        "idempotency_key": job.idempotency_key,
-        "progress_percent": job.progress_percent,
-        "progress_message": job.progress_message,
-        "started_at": job.started_ms,
-        "finished_at": job.finished_ms,
-        "last_error": job.last_error,
-        "result": job.result,
-        "result_content_type": job.result_content_type,
-        "lease_holder": job.lease_holder,
-        "lease_token": job.lease_token,
-        "lease_expires_at": job.lease_expires_ms,
-        "trace_context": _to_json(job.trace_context, "{}"),
-        "callback_url": job.callback_url,
-        "cancel_requested": job.cancel_requested,
-        "terminal_reason": job.terminal_reason.value,
-        "start_deadline_at": job.start_deadline_ms,
-        "max_run_ms": job.max_run_ms,
-        "has_dependents": job.has_dependents,
-        "depends_on": _to_json(job.depends_on, "[]"),
-        "concurrency_key": job.concurrency_key,
-        "lease_principal": job.lease_principal,
-    }
+    return dict(zip(ROW_COLUMNS, job_values(job), strict=True))
+
+
+def _run_rows(jobs: Iterable[Job]) -> dict[str, list[tuple[Any, ...]]]:
+    """`pg_bulk.INSERT_JOBS`'s parameter: each job as one `run_row`."""
+    return {"rows": [job_values(j) for j in jobs]}
 
 
 _PRIORITIES = {p.value: p for p in Priority}  # a dict lookup is cheaper than Enum(value)
@@ -236,8 +251,8 @@ def row_to_job(r: Sequence[Any]) -> Job:
     )
 
 
-def _first_events(jobs: Sequence[Job], inserted: set[str]) -> list[dict[str, Any]]:
-    """The `run_events` rows of the new jobs that were inserted: each one's first
+def _first_events(jobs: Sequence[Job], inserted: set[str]) -> list[Transition]:
+    """The first transitions of the new jobs that were inserted: each one's first
     state, and for a job inserted LEASED (handed to a waiting Lease) the QUEUED
     version 1 before it, both at its creation (as `pg_bulk.INSERT_JOBS` records)."""
     out = []
@@ -245,20 +260,21 @@ def _first_events(jobs: Sequence[Job], inserted: set[str]) -> list[dict[str, Any
         if j.id not in inserted:
             continue
         if j.state is JobState.LEASED:
-            out.append(_event_row(Transition(j.id, 1, JobState.QUEUED, 0, j.created_ms)))
-        out.append(_event_row(Transition(j.id, j.version, j.state, j.attempt, j.created_ms)))
+            out.append(Transition(j.id, 1, JobState.QUEUED, 0, j.created_ms))
+        out.append(Transition(j.id, j.version, j.state, j.attempt, j.created_ms))
     return out
 
 
+def event_values(t: Transition) -> tuple[Any, ...]:
+    """A transition's `run_events` row as values in column order (`sqlite_driver`)."""
+    return (t.job_id, t.version, t.state.value, t.attempt, t.at_ms, t.error)
+
+
+_EVENT_COLUMNS = tuple(c.name for c in run_events.columns)
+
+
 def _event_row(t: Transition) -> dict[str, Any]:
-    return {
-        "job_id": t.job_id,
-        "version": t.version,
-        "state": t.state.value,
-        "attempt": t.attempt,
-        "at": t.at_ms,
-        "error": t.error,
-    }
+    return dict(zip(_EVENT_COLUMNS, event_values(t), strict=True))
 
 
 def _mutable_params(ch: JobChange) -> dict[str, Any]:
@@ -386,10 +402,10 @@ class RunsTx:
         """
         if not jobs:
             return set()
-        rows = [job_to_row(j) for j in jobs]
         if self.conn.dialect.name == "postgresql":
-            result = await self.conn.execute(pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows))
+            result = await self.conn.execute(pg_bulk.INSERT_JOBS, _run_rows(jobs))
             return {r.id for r in result.all()}
+        rows = [job_to_row(j) for j in jobs]
         if any(j.idempotency_key for j in jobs):
             stmt = sqlite.insert(runs).on_conflict_do_nothing(
                 index_elements=[runs.c.namespace, runs.c.idempotency_key],
@@ -400,7 +416,7 @@ class RunsTx:
         else:
             await self.conn.execute(runs.insert(), rows)
             inserted = {j.id for j in jobs}
-        events = _first_events(jobs, inserted)
+        events = [_event_row(t) for t in _first_events(jobs, inserted)]
         if events:
             await self.conn.execute(run_events.insert(), events)
         return inserted
@@ -557,19 +573,19 @@ class RunStore:
         aiosqlite connection itself (`sqlite_driver`)."""
         if not jobs:
             return set()
-        rows = [job_to_row(j) for j in jobs]
         if self._is_postgres:
             with telemetry.span("sql.insert_committed"):
                 inserted = await self._autocommit(
-                    pg_bulk.INSERT_JOBS, pg_bulk.rows_of(rows), held=self._insert_connection
+                    pg_bulk.INSERT_JOBS, _run_rows(jobs), held=self._insert_connection
                 )
             return {r[0] for r in inserted}
 
         assert self._write_lock is not None  # SQLite
+        rows = [job_values(j) for j in jobs]
         with telemetry.span("sql.insert_committed"):
             async with translate_errors(), self._write_lock, self.engine.connect() as conn:
                 return await sqlite_driver.insert_runs(
-                    conn, rows, lambda ids: _first_events(jobs, ids)
+                    conn, rows, lambda ids: [event_values(t) for t in _first_events(jobs, ids)]
                 )
 
     async def _update_returning(
@@ -588,10 +604,10 @@ class RunStore:
             return {r[0]: decode(r) for r in rows}
         jobs: dict[str, Changed] = {}
 
-        def events_of(rows: Sequence[Any]) -> list[dict[str, Any]]:
+        def events_of(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
             jobs.update((r[0], decode(r)) for r in rows)
             return [
-                _event_row(Transition(j.id, j.version, j.state, j.attempt, now_ms, ""))
+                event_values(Transition(j.id, j.version, j.state, j.attempt, now_ms, ""))
                 for j in jobs.values()
             ]
 
