@@ -287,11 +287,9 @@ async def test_concurrent_enqueues_in_a_batch_window_each_get_their_own_job_or_e
         assert (await client.get(lone.id)).json() == {"alone": True}
 
 
-async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_window(
-    connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _count_batches(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batches the client sends, as it sends them."""
     batches: list[int] = []
-    client = Client(connect, batch_window=timedelta(hours=1))
     send = client._enqueue_batch
 
     async def counted(batch: Any) -> Any:
@@ -299,6 +297,14 @@ async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_wind
         return await send(batch)
 
     monkeypatch.setattr(client, "_enqueue_batch", counted)
+    return batches
+
+
+async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_window(
+    connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client(connect, batch_window=timedelta(hours=1))
+    batches = _count_batches(client, monkeypatch)
 
     async def caller(i: int) -> list[Job]:
         return [await client.enqueue("q", "t", {"i": i, "round": r}) for r in range(3)]
@@ -320,15 +326,8 @@ async def test_callers_that_enqueue_again_at_once_do_not_wait_out_the_batch_wind
 async def test_enqueues_in_a_batch_window_go_in_calls_below_the_servers_message_limit(
     connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches: list[int] = []
     client = Client(connect, batch_window=timedelta(hours=1))
-    send = client._enqueue_batch
-
-    async def counted(batch: Any) -> Any:
-        batches.append(len(batch.jobs))
-        return await send(batch)
-
-    monkeypatch.setattr(client, "_enqueue_batch", counted)
+    batches = _count_batches(client, monkeypatch)
     big = b"x" * 900_000  # 12 of them, 10.8 MB, are more than one message may carry (8 MiB)
 
     enqueues = asyncio.gather(*(client.enqueue("q", "t", big) for _ in range(12)))

@@ -19,8 +19,8 @@ The UPDATE statements are `sqlite_bulk`'s: their `:name` placeholders are
 sqlite3's named style, so they run as written. `INSERT_RUNS` and
 `INSERT_EVENTS` here are positional, with one tuple per row in column order:
 sqlite3 binds a named parameter by a lookup in the row's dict, and 100 jobs
-converted and inserted cost 15.4-16.0 µs a job that way against 8.9 as
-tuples (timeit, in-memory database, 2-core machine). The connection comes from
+converted and inserted cost 15.3-15.8 µs a job that way against 9.4-9.5 as
+tuples (timeit, median of 300, in-memory database, 2-core machine). The connection comes from
 SQLAlchemy's pool and goes back to it. SQLAlchemy never began a transaction on it, so it
 may not roll one back on return: every way out of here that does not commit
 rolls back first. Errors leave as SQLAlchemy's, for `runs.translate_errors`
