@@ -160,10 +160,6 @@ def _shared_retry(p: m.RetryPolicy) -> jpb.RetryPolicy:
     return to_proto_retry(p)
 
 
-# A job's next run time is shown only while it waits to run.
-_NEXT_RUN_STATES = (m.JobState.QUEUED, m.JobState.SCHEDULED)
-
-
 def to_proto_job(j: m.Job) -> jpb.Job:
     msg = jpb.Job(
         id=j.id,
@@ -182,7 +178,7 @@ def to_proto_job(j: m.Job) -> jpb.Job:
         create_time=_ts(j.created_ms),
         start_time=_ts(j.started_ms),
         finish_time=_ts(j.finished_ms),
-        next_run_time=_ts(j.run_at_ms) if j.state in _NEXT_RUN_STATES else None,
+        next_run_time=_ts(j.next_run_ms),
         last_error=j.last_error,
         result=j.result,
         result_content_type=j.result_content_type,
@@ -250,8 +246,9 @@ class JobMessages:
         target.payload = j.payload
         target.idempotency_key = j.idempotency_key or ""
         _set_ms(target.create_time, j.created_ms)
-        if j.state in _NEXT_RUN_STATES:
-            _set_ms(target.next_run_time, j.run_at_ms)
+        next_run = j.next_run_ms
+        if next_run is not None:
+            _set_ms(target.next_run_time, next_run)
         if j.start_deadline_ms is not None:
             _set_ms(target.start_deadline_time, j.start_deadline_ms)
 

@@ -135,7 +135,13 @@ class Job:
     # Computed when read (GetStatus), never stored: why a waiting job waits.
     wait_reason: str = ""
 
+    @property
+    def next_run_ms(self) -> int | None:
+        """When it runs next: its run time while it waits to run, else None."""
+        return self.run_at_ms if self.state in _WAITING_TO_RUN else None
 
+
+_WAITING_TO_RUN = (JobState.QUEUED, JobState.SCHEDULED)
 _JOB_FIELDS = frozenset(Job.__dataclass_fields__)
 
 

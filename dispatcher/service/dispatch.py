@@ -817,9 +817,9 @@ class Dispatcher:
 
         def apply(job: Job, item: NackItem, now: int) -> tuple[Job, Settled]:
             if transitions.already_nacked(job, item.token):
-                return job, Settled(item.token, job.state, _next_run(job))
+                return job, Settled(item.token, job.state, job.next_run_ms)
             after = transitions.nack(job, item, now, self.rng)
-            return after, Settled(item.token, after.state, _next_run(after))
+            return after, Settled(item.token, after.state, after.next_run_ms)
 
         results, changes = await self._settle(ns, items, check, apply)
         await self._index_after_commit(
@@ -927,7 +927,3 @@ def _may_touch_lease(job: Job) -> bool:
     """A lease token only works for the credential that leased it (when auth is on)."""
     caller = auth.principal_id()
     return not (caller and job.lease_principal and caller != job.lease_principal)
-
-
-def _next_run(job: Job) -> int | None:
-    return job.run_at_ms if job.state in (JobState.SCHEDULED, JobState.QUEUED) else None
