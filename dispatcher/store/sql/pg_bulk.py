@@ -24,7 +24,14 @@ from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextCla
 from sqlalchemy.types import TypeEngine
 
 from dispatcher.domain.models import JobState
-from dispatcher.store.sql.tables import ACKED_COLUMNS, KEYED, run_events, runs
+from dispatcher.store.sql.tables import (
+    ACKED_COLUMNS,
+    KEYED,
+    RUN_EVENTS_COLUMN_NAMES,
+    RUNS_COLUMN_NAMES,
+    run_events,
+    runs,
+)
 
 
 def pg_type(sql_type: TypeEngine[Any]) -> str:
@@ -42,8 +49,8 @@ def pg_type(sql_type: TypeEngine[Any]) -> str:
     return "text"
 
 
-COLUMNS = [c.name for c in runs.columns]
-EVENT_COLUMNS = ", ".join(f'"{c.name}"' for c in run_events.columns)
+COLUMNS = list(RUNS_COLUMN_NAMES)
+EVENT_COLUMNS = ", ".join(f'"{c}"' for c in RUN_EVENTS_COLUMN_NAMES)
 
 
 def _array(param: str, sql_type: TypeEngine[Any]) -> str:

@@ -49,7 +49,15 @@ from dispatcher.domain.models import (
 from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk, sqlite_driver
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.held_connection import HeldConnection
-from dispatcher.store.sql.tables import KEYED, job_dependencies, run_events, runs, webhook_outbox
+from dispatcher.store.sql.tables import (
+    KEYED,
+    RUN_EVENTS_COLUMN_NAMES,
+    RUNS_COLUMN_NAMES,
+    job_dependencies,
+    run_events,
+    runs,
+    webhook_outbox,
+)
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
 Changed = TypeVar("Changed", Job, Acked)  # what `RunStore._update_returning` decodes
@@ -162,11 +170,8 @@ def job_values(job: Job) -> tuple[Any, ...]:
     )
 
 
-ROW_COLUMNS = tuple(c.name for c in runs.columns)
-
-
 def job_to_row(job: Job) -> dict[str, Any]:
-    return dict(zip(ROW_COLUMNS, job_values(job), strict=True))
+    return dict(zip(RUNS_COLUMN_NAMES, job_values(job), strict=True))
 
 
 def _run_rows(jobs: Iterable[Job]) -> dict[str, list[tuple[Any, ...]]]:
@@ -270,11 +275,8 @@ def event_values(t: Transition) -> tuple[Any, ...]:
     return (t.job_id, t.version, t.state.value, t.attempt, t.at_ms, t.error)
 
 
-_EVENT_COLUMNS = tuple(c.name for c in run_events.columns)
-
-
 def _event_row(t: Transition) -> dict[str, Any]:
-    return dict(zip(_EVENT_COLUMNS, event_values(t), strict=True))
+    return dict(zip(RUN_EVENTS_COLUMN_NAMES, event_values(t), strict=True))
 
 
 def _mutable_params(ch: JobChange) -> dict[str, Any]:

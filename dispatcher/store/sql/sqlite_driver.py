@@ -40,19 +40,17 @@ from sqlalchemy import TextClause
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dispatcher.store.sql.tables import KEYED, run_events, runs
+from dispatcher.store.sql.tables import KEYED, RUN_EVENTS_COLUMN_NAMES, RUNS_COLUMN_NAMES
 
-_EVENT_COLUMNS = [c.name for c in run_events.c]
 INSERT_EVENTS = (  # rows as `runs.event_values` tuples
-    f"INSERT INTO run_events ({', '.join(_EVENT_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
+    f"INSERT INTO run_events ({', '.join(RUN_EVENTS_COLUMN_NAMES)})"
+    f" VALUES ({', '.join('?' * len(RUN_EVENTS_COLUMN_NAMES))})"
 )
-_RUN_COLUMNS = [c.name for c in runs.c]
 # A job whose idempotency key is taken in its namespace is skipped, as
 # `RunsTx.insert` does (the unique index on keys is partial, hence the WHERE).
 INSERT_RUNS = (  # positional: rows come as `runs.job_values` tuples, id first
-    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
+    f"INSERT INTO runs ({', '.join(RUNS_COLUMN_NAMES)})"
+    f" VALUES ({', '.join('?' * len(RUNS_COLUMN_NAMES))})"
     f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
 )
 _IDS_PER_LOOKUP = 500  # below SQLite's oldest limit on bound parameters (999)

@@ -235,6 +235,11 @@ schedules = Table(
 )
 
 
+# Column names in table order: the order of `runs.job_values` and
+# `runs.event_values` tuples, and of the bulk inserts that take them.
+RUNS_COLUMN_NAMES = tuple(c.name for c in runs.columns)
+RUN_EVENTS_COLUMN_NAMES = tuple(c.name for c in run_events.columns)
+
 # What an Ack reads back of each job it acked in one statement (`pg_bulk.ACK_HELD`,
 # `sqlite_bulk.ack_held`): the fields of `models.Acked`, in their order. Qualified:
 # the statements' FROM list has an `id` column of its own.
