@@ -2,8 +2,8 @@
 
 uvloop (libuv under asyncio's interface) where it is installed: on a 2-core
 VM it cut the server's CPU per single Enqueue and per drained job by about a
-tenth, and a worker's CPU per drained job by about 7% (the README's
-table of changes). asyncio's own loop is the fallback (uvloop has no Windows
+tenth, and a worker's CPU per drained job by about 7% (docs/performance.md,
+the table of changes). asyncio's own loop is the fallback (uvloop has no Windows
 build) and can be chosen outright. It lives in the SDK, which the server
 already imports for its generated code, so both choose the same way.
 """
