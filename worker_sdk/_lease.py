@@ -57,6 +57,8 @@ class Held:
     # not renewed meanwhile (an outcome that lands first ends the lease, and the
     # renewal would be refused as if the lease had been lost).
     sending: bool = False
+    # Its handler has a slot (leased ahead, a job waits for one first).
+    started: bool = False
 
     @property
     def renewable(self) -> bool:

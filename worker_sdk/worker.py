@@ -72,7 +72,10 @@ class Worker:
         self.connect = connect  # None: ConnectOptions.from_env() when it starts
         self._handlers: dict[str, _Registered] = {}
         self._held: dict[str, Held] = {}
-        self._running = 0
+        self._taken = 0  # jobs leased and not yet finished, running or waiting for a slot
+        self._finished = 0  # jobs finished since start, to count them per Lease call
+        self._ahead = 0  # jobs the next Lease may take beyond the free slots
+        self._slots = asyncio.Semaphore(self.options.concurrency)  # handlers running
         self._slot_freed = asyncio.Event()
         self._stopping: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,6 +176,9 @@ class Worker:
 
     async def _drain(self) -> None:
         grace = self.options.shutdown_grace.total_seconds()
+        for h in list(self._held.values()):  # leased ahead, not started: given back at once
+            if h.state is LeaseState.RUNNING and not h.started:
+                h.end(LeaseState.RELEASING)
         running = [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
         if running:
             logger.info("waiting up to %.0fs for %d running jobs", grace, len(running))
@@ -228,13 +234,14 @@ class Worker:
         assert self._client is not None and self._stopping is not None
         backoff = _retry.Backoff(self._client.options.retry)
         while not self._stopping.is_set():
-            free = self.options.concurrency - self._running
-            if free <= 0:
+            room = self.options.concurrency + self._ahead - self._taken
+            if room <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            finished_before = self._finished
             try:
-                leases = await self._lease(min(free, self.options.max_lease_batch))
+                leases = await self._lease(min(room, self.options.max_lease_batch))
             except asyncio.CancelledError:
                 if self._stopping.is_set():
                     return  # stop() cancelled the long-poll (the server gives back what it took)
@@ -247,6 +254,12 @@ class Worker:
                         await self._stopping.wait()
                 continue
             backoff.reset()
+            if self.options.lease_ahead:
+                # As many as finished while the call was out: short jobs that free
+                # their slots within one call's round trip have their next ones
+                # waiting, and each call carries more (a drain: about half the
+                # server's per-call costs per job); long ones take none ahead.
+                self._ahead = min(self._finished - finished_before, self.options.concurrency)
             # Looked up once per reply, not per job: with none installed, each
             # lookup reads os.environ, which cost a few percent of a no-op job.
             provider = trace.get_tracer_provider()
@@ -277,20 +290,30 @@ class Worker:
         context = JobContext._of_lease(lease.job, self.worker_id)
         held = new_held(lease, context, self.options, self._held)
         self._held[held.token] = held
-        self._running += 1
+        self._taken += 1
         held.task = asyncio.create_task(self._run_job(held, provider), name=f"job {context.id}")
         held.task.add_done_callback(lambda _: self._job_done())
         self._heartbeats.added(held)
 
     def _job_done(self) -> None:
-        self._running -= 1
+        self._taken -= 1
+        self._finished += 1
         self._slot_freed.set()
 
     # ---- running ---------------------------------------------------------------
 
     async def _run_job(self, held: Held, provider: trace.TracerProvider) -> None:
-        with _job_span(held.context, provider):
-            outcome = await self._outcome(held)
+        try:
+            await self._slots.acquire()  # at once, unless the job was leased ahead
+        except asyncio.CancelledError:  # lost, cancelled or given back before it started
+            outcome = _after_cancel(held)
+        else:
+            held.started = True
+            try:
+                with _job_span(held.context, provider):
+                    outcome = await self._outcome(held)
+            finally:
+                self._slots.release()
         if outcome is None:  # lost: nothing may be sent
             held.settle()
             return
@@ -372,9 +395,11 @@ def _attached(ctx: otel_context.Context) -> Iterator[None]:
 
 def _after_cancel(held: Held) -> Outcome | None:
     if held.state is LeaseState.CANCEL_REQUESTED:
-        return Nack("cancelled while running", retry=False)
+        when = "while running" if held.started else "before it started"
+        return Nack(f"cancelled {when}", retry=False)
     if held.state is LeaseState.RELEASING:
-        return Nack("the worker stopped before the job finished", release=True)
+        what = "finished" if held.started else "started"
+        return Nack(f"the worker stopped before the job {what}", release=True)
     return None  # LOST
 
 

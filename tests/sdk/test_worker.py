@@ -394,3 +394,146 @@ async def test_stopping_gives_back_unfinished_jobs_at_once_without_using_an_atte
 
 async def _true_if(value: bool) -> bool:
     return value
+
+
+# ---- leasing ahead ---------------------------------------------------------------
+#
+# A job that finishes while a Lease call is out lets the next call take one more
+# than the free slots: it waits, leased, for a slot. Each scenario below makes one
+# job finish during a long-poll, then enqueues four that block until released.
+
+
+async def _one_finishes_during_a_long_poll(
+    connect: ConnectOptions, client: Client, options: WorkerOptions
+) -> tuple[Worker, list[str], list[str], asyncio.Event]:
+    """A worker of concurrency 2 whose first job finished while its next Lease
+    waited, with four blocking jobs enqueued after; returns (worker, the four
+    ids, the ids whose handlers started, the event that releases them)."""
+    worker = Worker(replace(options, concurrency=2), connect)
+    first_may_end, release = asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+
+    @worker.handler("first")
+    async def first(job: JobContext) -> None:
+        await first_may_end.wait()
+
+    @worker.handler("block")
+    async def block(job: JobContext) -> None:
+        started.append(job.id)
+        await release.wait()
+
+    await worker.start()
+    one = await client.enqueue("q", "first", {})
+    await state_is(client, one.id, JobState.LEASED)  # the worker's next Lease now waits
+    first_may_end.set()
+    await state_is(client, one.id, JobState.SUCCEEDED)  # finished while that call was out
+    four = await client.enqueue_many([JobRequest("q", "block", {"i": i}) for i in range(4)])
+    ids = [r.job.id for r in four if isinstance(r, Enqueued)]
+    return worker, ids, started, release
+
+
+async def _states(client: Client, ids: list[str]) -> list[JobState]:
+    return [(await client.get(job_id)).state for job_id in ids]
+
+
+async def _until_one_waits(client: Client, ids: list[str], started: list[str]) -> str:
+    """Wait until two handlers run and a third job is leased; return the third's id."""
+
+    async def three_leased() -> bool:
+        return (await _states(client, ids)).count(JobState.LEASED) == 3
+
+    await until(three_leased, "two running and one leased ahead")
+    await until(lambda: _true_if(len(started) == 2), "two handlers started")
+    states = dict(zip(ids, await _states(client, ids), strict=True))
+    waiting = [i for i in ids if states[i] is JobState.LEASED and i not in started]
+    assert len(waiting) == 1
+    return waiting[0]
+
+
+async def test_a_job_finishing_during_a_lease_call_lets_the_next_take_one_ahead_to_wait(
+    connect: ConnectOptions, client: Client
+) -> None:
+    worker, ids, started, release = await _one_finishes_during_a_long_poll(connect, client, QUICK)
+    try:
+        await _until_one_waits(client, ids, started)
+        assert (await _states(client, ids)).count(JobState.QUEUED) == 1
+        assert len(started) == 2  # concurrency still bounds the handlers
+        release.set()
+        for job_id in ids:
+            await state_is(client, job_id, JobState.SUCCEEDED)
+    finally:
+        release.set()
+        await worker.stop()
+
+
+async def test_a_job_leased_ahead_is_given_back_at_once_on_stop_without_using_an_attempt(
+    connect: ConnectOptions, client: Client
+) -> None:
+    worker, ids, started, _ = await _one_finishes_during_a_long_poll(connect, client, QUICK)
+    waiting = await _until_one_waits(client, ids, started)
+    await worker.stop()
+    back = await client.get(waiting)
+    assert (back.state, back.attempt) == (JobState.QUEUED, 0)
+    assert "stopped before the job started" in back.last_error
+    assert waiting not in started
+
+
+async def test_a_job_cancelled_while_leased_ahead_ends_cancelled_without_its_handler_running(
+    connect: ConnectOptions, client: Client
+) -> None:
+    worker, ids, started, release = await _one_finishes_during_a_long_poll(connect, client, QUICK)
+    try:
+        waiting = await _until_one_waits(client, ids, started)
+        await client.cancel(waiting, "not needed")
+        ended = await state_is(client, waiting, JobState.CANCELLED)
+        assert ended.terminal_reason is TerminalReason.CANCELLED
+        release.set()
+        for job_id in started:
+            await state_is(client, job_id, JobState.SUCCEEDED)
+        assert waiting not in started
+    finally:
+        release.set()
+        await worker.stop()
+
+
+async def test_with_lease_ahead_off_a_worker_leases_no_more_than_its_free_slots(
+    connect: ConnectOptions, client: Client
+) -> None:
+    off = replace(QUICK, lease_ahead=False)
+    worker, ids, started, release = await _one_finishes_during_a_long_poll(connect, client, off)
+    try:
+        await until(lambda: _true_if(len(started) == 2), "two handlers started")
+        assert (await _states(client, ids)).count(JobState.LEASED) == 2
+        release.set()
+        for job_id in ids:
+            await state_is(client, job_id, JobState.SUCCEEDED)
+    finally:
+        release.set()
+        await worker.stop()
+
+
+async def test_long_jobs_are_not_leased_ahead(connect: ConnectOptions, client: Client) -> None:
+    worker = Worker(replace(QUICK, concurrency=2), connect)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    @worker.handler("block")
+    async def block(job: JobContext) -> None:
+        started.append(job.id)
+        await release.wait()
+
+    four = await client.enqueue_many([JobRequest("q", "block", {"i": i}) for i in range(4)])
+    ids = [r.job.id for r in four if isinstance(r, Enqueued)]
+    await worker.start()
+    try:
+        await until(lambda: _true_if(len(started) == 2), "two handlers started")
+        # Nothing finished while its Lease call was out: no third lease to wait for a slot.
+        assert sorted(s.value for s in await _states(client, ids)) == sorted(
+            [JobState.LEASED.value] * 2 + [JobState.QUEUED.value] * 2
+        )
+        release.set()
+        for job_id in ids:
+            await state_is(client, job_id, JobState.SUCCEEDED)
+    finally:
+        release.set()
+        await worker.stop()
