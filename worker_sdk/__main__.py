@@ -53,6 +53,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--concurrency", type=int, default=_env_int("DISPATCHER_CONCURRENCY"),
                      help="jobs in flight [DISPATCHER_CONCURRENCY]")  # fmt: skip
     run.add_argument("--shutdown-grace", type=float, help="seconds for running jobs on stop")
+    run.add_argument("--no-lease-ahead", action="store_true",
+                     help="lease no more jobs than free handler slots")  # fmt: skip
     run.add_argument("--event-loop", choices=event_loop.CHOICES,
                      default=os.environ.get("DISPATCHER_EVENT_LOOP"),
                      help="auto: uvloop where installed [DISPATCHER_EVENT_LOOP]")  # fmt: skip
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["shutdown_grace"] = timedelta(seconds=args.shutdown_grace)
     if args.event_loop:
         changes["event_loop"] = args.event_loop
+    if args.no_lease_ahead:
+        changes["lease_ahead"] = False
     worker.options = dataclasses.replace(worker.options, **changes)  # type: ignore[arg-type]
     base = worker.connect or ConnectOptions.from_env()
     flags = {"address": args.address, "namespace": args.namespace, "token": args.token,
