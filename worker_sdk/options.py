@@ -77,10 +77,10 @@ class WorkerOptions:
     heartbeat_every: float = 1 / 3  # of the shortest lease in flight
     shutdown_grace: timedelta = timedelta(seconds=30)  # for running jobs to finish on stop
     max_lease_batch: int = 100  # jobs asked for in one Lease call
-    # Lease beyond the free slots as many jobs as finished during the last Lease
-    # call (at most `concurrency`); they wait, leased and renewed, for a slot.
-    # With short jobs each call then carries more; with long ones none finish
-    # during a call, so none are taken ahead. False: never more than free slots.
+    # Lease beyond the free slots as many jobs as finished during one of the last
+    # two Lease calls (at most `concurrency`); they wait, leased and renewed, for
+    # a slot. With short jobs each call then carries more; with long ones none
+    # finish during a call, so none are taken ahead. False: never more than free slots.
     lease_ahead: bool = True
     thread_pool_size: int | None = None  # for plain (non-async) handlers; None: concurrency
     event_loop: str = "auto"  # for run(): "auto" (uvloop where installed), "uvloop", "asyncio"

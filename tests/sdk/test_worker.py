@@ -403,14 +403,33 @@ async def _true_if(value: bool) -> bool:
 # job finish during a long-poll, then enqueues four that block until released.
 
 
+class _Gates:
+    """One gate per job a handler waits at; `open_all` opens those to come too."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._all_open = False
+
+    def of(self, job_id: str) -> asyncio.Event:
+        event = self._events.setdefault(job_id, asyncio.Event())
+        if self._all_open:
+            event.set()
+        return event
+
+    def open_all(self) -> None:
+        self._all_open = True
+        for event in self._events.values():
+            event.set()
+
+
 async def _one_finishes_during_a_long_poll(
-    connect: ConnectOptions, client: Client, options: WorkerOptions
-) -> tuple[Worker, list[str], list[str], asyncio.Event]:
+    connect: ConnectOptions, client: Client, options: WorkerOptions, blocking: int = 4
+) -> tuple[Worker, list[str], list[str], _Gates]:
     """A worker of concurrency 2 whose first job finished while its next Lease
-    waited, with four blocking jobs enqueued after; returns (worker, the four
-    ids, the ids whose handlers started, the event that releases them)."""
+    waited, with `blocking` jobs enqueued after that each wait at their gate;
+    returns (worker, their ids, the ids whose handlers started, the gates)."""
     worker = Worker(replace(options, concurrency=2), connect)
-    first_may_end, release = asyncio.Event(), asyncio.Event()
+    first_may_end, gates = asyncio.Event(), _Gates()
     started: list[str] = []
 
     @worker.handler("first")
@@ -420,16 +439,16 @@ async def _one_finishes_during_a_long_poll(
     @worker.handler("block")
     async def block(job: JobContext) -> None:
         started.append(job.id)
-        await release.wait()
+        await gates.of(job.id).wait()
 
     await worker.start()
     one = await client.enqueue("q", "first", {})
     await state_is(client, one.id, JobState.LEASED)  # the worker's next Lease now waits
     first_may_end.set()
     await state_is(client, one.id, JobState.SUCCEEDED)  # finished while that call was out
-    four = await client.enqueue_many([JobRequest("q", "block", {"i": i}) for i in range(4)])
-    ids = [r.job.id for r in four if isinstance(r, Enqueued)]
-    return worker, ids, started, release
+    jobs = [JobRequest("q", "block", {"i": i}) for i in range(blocking)]
+    ids = [r.job.id for r in await client.enqueue_many(jobs) if isinstance(r, Enqueued)]
+    return worker, ids, started, gates
 
 
 async def _states(client: Client, ids: list[str]) -> list[JobState]:
@@ -453,16 +472,44 @@ async def _until_one_waits(client: Client, ids: list[str], started: list[str]) -
 async def test_a_job_finishing_during_a_lease_call_lets_the_next_take_one_ahead_to_wait(
     connect: ConnectOptions, client: Client
 ) -> None:
-    worker, ids, started, release = await _one_finishes_during_a_long_poll(connect, client, QUICK)
+    worker, ids, started, gates = await _one_finishes_during_a_long_poll(connect, client, QUICK)
     try:
         await _until_one_waits(client, ids, started)
         assert (await _states(client, ids)).count(JobState.QUEUED) == 1
         assert len(started) == 2  # concurrency still bounds the handlers
-        release.set()
+        gates.open_all()
         for job_id in ids:
             await state_is(client, job_id, JobState.SUCCEEDED)
     finally:
-        release.set()
+        gates.open_all()
+        await worker.stop()
+
+
+async def test_a_worker_still_leases_ahead_after_a_call_that_saw_nothing_finish(
+    connect: ConnectOptions, client: Client
+) -> None:
+    worker, ids, started, gates = await _one_finishes_during_a_long_poll(
+        connect, client, QUICK, blocking=5
+    )
+    try:
+        waiting = await _until_one_waits(client, ids, started)
+        # Nothing finished during the call that took it ahead; one job did during
+        # the call before. When a running job ends, the waiting one takes its slot
+        # and the worker leases one more ahead.
+        gates.of(started[0]).set()
+        await state_is(client, started[0], JobState.SUCCEEDED)
+        await until(lambda: _true_if(waiting in started), "the waiting job started")
+
+        async def three_leased() -> bool:
+            return (await _states(client, ids)).count(JobState.LEASED) == 3
+
+        await until(three_leased, "another job leased ahead")
+        assert len(started) == 3  # the two running and the one that finished
+        gates.open_all()
+        for job_id in ids:
+            await state_is(client, job_id, JobState.SUCCEEDED)
+    finally:
+        gates.open_all()
         await worker.stop()
 
 
@@ -481,18 +528,18 @@ async def test_a_job_leased_ahead_is_given_back_at_once_on_stop_without_using_an
 async def test_a_job_cancelled_while_leased_ahead_ends_cancelled_without_its_handler_running(
     connect: ConnectOptions, client: Client
 ) -> None:
-    worker, ids, started, release = await _one_finishes_during_a_long_poll(connect, client, QUICK)
+    worker, ids, started, gates = await _one_finishes_during_a_long_poll(connect, client, QUICK)
     try:
         waiting = await _until_one_waits(client, ids, started)
         await client.cancel(waiting, "not needed")
         ended = await state_is(client, waiting, JobState.CANCELLED)
         assert ended.terminal_reason is TerminalReason.CANCELLED
-        release.set()
+        gates.open_all()
         for job_id in started:
             await state_is(client, job_id, JobState.SUCCEEDED)
         assert waiting not in started
     finally:
-        release.set()
+        gates.open_all()
         await worker.stop()
 
 
@@ -500,15 +547,15 @@ async def test_with_lease_ahead_off_a_worker_leases_no_more_than_its_free_slots(
     connect: ConnectOptions, client: Client
 ) -> None:
     off = replace(QUICK, lease_ahead=False)
-    worker, ids, started, release = await _one_finishes_during_a_long_poll(connect, client, off)
+    worker, ids, started, gates = await _one_finishes_during_a_long_poll(connect, client, off)
     try:
         await until(lambda: _true_if(len(started) == 2), "two handlers started")
         assert (await _states(client, ids)).count(JobState.LEASED) == 2
-        release.set()
+        gates.open_all()
         for job_id in ids:
             await state_is(client, job_id, JobState.SUCCEEDED)
     finally:
-        release.set()
+        gates.open_all()
         await worker.stop()
 
 
