@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -398,9 +399,9 @@ async def _true_if(value: bool) -> bool:
 
 # ---- leasing ahead ---------------------------------------------------------------
 #
-# A job that finishes while a Lease call is out lets the next call take one more
+# A job that finishes while a Lease call is out lets the next calls take one more
 # than the free slots: it waits, leased, for a slot. Each scenario below makes one
-# job finish during a long-poll, then enqueues four that block until released.
+# job finish during a long-poll, then enqueues jobs that each wait at a gate.
 
 
 class _Gates:
@@ -422,141 +423,129 @@ class _Gates:
             event.set()
 
 
-async def _one_finishes_during_a_long_poll(
-    connect: ConnectOptions, client: Client, options: WorkerOptions, blocking: int = 4
-) -> tuple[Worker, list[str], list[str], _Gates]:
+@dataclass
+class _Scene:
+    worker: Worker
+    client: Client
+    ids: list[str]  # the gated jobs, in the order enqueued
+    started: list[str]  # those whose handlers started, in that order
+    gates: _Gates
+
+    async def leased(self) -> int:
+        return sum([(await self.client.get(i)).state is JobState.LEASED for i in self.ids])
+
+    async def until_leased(self, n: int, what: str) -> None:
+        async def reached() -> bool:
+            return await self.leased() == n
+
+        await until(reached, what)
+
+    async def until_one_waits(self) -> str:
+        """Wait until two handlers run and a third job is leased; return the third's id."""
+        await self.until_leased(3, "two running and one leased ahead")
+        await until(lambda: _true_if(len(self.started) == 2), "two handlers started")
+        states = {i: (await self.client.get(i)).state for i in self.ids}
+        waiting = [i for i in self.ids if states[i] is JobState.LEASED and i not in self.started]
+        assert len(waiting) == 1
+        return waiting[0]
+
+    async def all_succeed(self, ids: list[str] | None = None) -> None:
+        self.gates.open_all()
+        for job_id in self.ids if ids is None else ids:
+            await state_is(self.client, job_id, JobState.SUCCEEDED)
+
+
+@asynccontextmanager
+async def _one_finished_during_a_long_poll(
+    connect: ConnectOptions, client: Client, options: WorkerOptions = QUICK, gated: int = 4
+) -> AsyncIterator[_Scene]:
     """A worker of concurrency 2 whose first job finished while its next Lease
-    waited, with `blocking` jobs enqueued after that each wait at their gate;
-    returns (worker, their ids, the ids whose handlers started, the gates)."""
+    waited, and `gated` jobs enqueued after that; stopped on the way out."""
     worker = Worker(replace(options, concurrency=2), connect)
-    first_may_end, gates = asyncio.Event(), _Gates()
-    started: list[str] = []
+    first_may_end = asyncio.Event()
+    scene = _Scene(worker, client, [], [], _Gates())
 
     @worker.handler("first")
     async def first(job: JobContext) -> None:
         await first_may_end.wait()
 
-    @worker.handler("block")
-    async def block(job: JobContext) -> None:
-        started.append(job.id)
-        await gates.of(job.id).wait()
+    @worker.handler("gated")
+    async def gated_job(job: JobContext) -> None:
+        scene.started.append(job.id)
+        await scene.gates.of(job.id).wait()
 
     await worker.start()
-    one = await client.enqueue("q", "first", {})
-    await state_is(client, one.id, JobState.LEASED)  # the worker's next Lease now waits
-    first_may_end.set()
-    await state_is(client, one.id, JobState.SUCCEEDED)  # finished while that call was out
-    jobs = [JobRequest("q", "block", {"i": i}) for i in range(blocking)]
-    ids = [r.job.id for r in await client.enqueue_many(jobs) if isinstance(r, Enqueued)]
-    return worker, ids, started, gates
-
-
-async def _states(client: Client, ids: list[str]) -> list[JobState]:
-    return [(await client.get(job_id)).state for job_id in ids]
-
-
-async def _until_one_waits(client: Client, ids: list[str], started: list[str]) -> str:
-    """Wait until two handlers run and a third job is leased; return the third's id."""
-
-    async def three_leased() -> bool:
-        return (await _states(client, ids)).count(JobState.LEASED) == 3
-
-    await until(three_leased, "two running and one leased ahead")
-    await until(lambda: _true_if(len(started) == 2), "two handlers started")
-    states = dict(zip(ids, await _states(client, ids), strict=True))
-    waiting = [i for i in ids if states[i] is JobState.LEASED and i not in started]
-    assert len(waiting) == 1
-    return waiting[0]
+    try:
+        one = await client.enqueue("q", "first", {})
+        await state_is(client, one.id, JobState.LEASED)  # the worker's next Lease now waits
+        first_may_end.set()
+        await state_is(client, one.id, JobState.SUCCEEDED)  # finished while that call was out
+        jobs = [JobRequest("q", "gated", {"i": i}) for i in range(gated)]
+        scene.ids = [r.job.id for r in await client.enqueue_many(jobs) if isinstance(r, Enqueued)]
+        yield scene
+    finally:
+        scene.gates.open_all()
+        await worker.stop()
 
 
 async def test_a_job_finishing_during_a_lease_call_lets_the_next_take_one_ahead_to_wait(
     connect: ConnectOptions, client: Client
 ) -> None:
-    worker, ids, started, gates = await _one_finishes_during_a_long_poll(connect, client, QUICK)
-    try:
-        await _until_one_waits(client, ids, started)
-        assert (await _states(client, ids)).count(JobState.QUEUED) == 1
-        assert len(started) == 2  # concurrency still bounds the handlers
-        gates.open_all()
-        for job_id in ids:
-            await state_is(client, job_id, JobState.SUCCEEDED)
-    finally:
-        gates.open_all()
-        await worker.stop()
+    async with _one_finished_during_a_long_poll(connect, client) as scene:
+        await scene.until_one_waits()
+        assert await scene.leased() == 3  # and the fourth still queued
+        assert len(scene.started) == 2  # concurrency still bounds the handlers
+        await scene.all_succeed()
 
 
 async def test_a_worker_still_leases_ahead_after_a_call_that_saw_nothing_finish(
     connect: ConnectOptions, client: Client
 ) -> None:
-    worker, ids, started, gates = await _one_finishes_during_a_long_poll(
-        connect, client, QUICK, blocking=5
-    )
-    try:
-        waiting = await _until_one_waits(client, ids, started)
+    async with _one_finished_during_a_long_poll(connect, client, gated=5) as scene:
+        waiting = await scene.until_one_waits()
         # Nothing finished during the call that took it ahead; one job did during
         # the call before. When a running job ends, the waiting one takes its slot
         # and the worker leases one more ahead.
-        gates.of(started[0]).set()
-        await state_is(client, started[0], JobState.SUCCEEDED)
-        await until(lambda: _true_if(waiting in started), "the waiting job started")
-
-        async def three_leased() -> bool:
-            return (await _states(client, ids)).count(JobState.LEASED) == 3
-
-        await until(three_leased, "another job leased ahead")
-        assert len(started) == 3  # the two running and the one that finished
-        gates.open_all()
-        for job_id in ids:
-            await state_is(client, job_id, JobState.SUCCEEDED)
-    finally:
-        gates.open_all()
-        await worker.stop()
+        scene.gates.of(scene.started[0]).set()
+        await state_is(client, scene.started[0], JobState.SUCCEEDED)
+        await until(lambda: _true_if(waiting in scene.started), "the waiting job started")
+        await scene.until_leased(3, "another job leased ahead")
+        assert len(scene.started) == 3  # the two running and the one that finished
+        await scene.all_succeed()
 
 
 async def test_a_job_leased_ahead_is_given_back_at_once_on_stop_without_using_an_attempt(
     connect: ConnectOptions, client: Client
 ) -> None:
-    worker, ids, started, _ = await _one_finishes_during_a_long_poll(connect, client, QUICK)
-    waiting = await _until_one_waits(client, ids, started)
-    await worker.stop()
-    back = await client.get(waiting)
-    assert (back.state, back.attempt) == (JobState.QUEUED, 0)
-    assert "stopped before the job started" in back.last_error
-    assert waiting not in started
+    async with _one_finished_during_a_long_poll(connect, client) as scene:
+        waiting = await scene.until_one_waits()
+        await scene.worker.stop()
+        back = await client.get(waiting)
+        assert (back.state, back.attempt) == (JobState.QUEUED, 0)
+        assert "stopped before the job started" in back.last_error
+        assert waiting not in scene.started
 
 
 async def test_a_job_cancelled_while_leased_ahead_ends_cancelled_without_its_handler_running(
     connect: ConnectOptions, client: Client
 ) -> None:
-    worker, ids, started, gates = await _one_finishes_during_a_long_poll(connect, client, QUICK)
-    try:
-        waiting = await _until_one_waits(client, ids, started)
+    async with _one_finished_during_a_long_poll(connect, client) as scene:
+        waiting = await scene.until_one_waits()
         await client.cancel(waiting, "not needed")
         ended = await state_is(client, waiting, JobState.CANCELLED)
         assert ended.terminal_reason is TerminalReason.CANCELLED
-        gates.open_all()
-        for job_id in started:
-            await state_is(client, job_id, JobState.SUCCEEDED)
-        assert waiting not in started
-    finally:
-        gates.open_all()
-        await worker.stop()
+        await scene.all_succeed(list(scene.started))
+        assert waiting not in scene.started
 
 
 async def test_with_lease_ahead_off_a_worker_leases_no_more_than_its_free_slots(
     connect: ConnectOptions, client: Client
 ) -> None:
     off = replace(QUICK, lease_ahead=False)
-    worker, ids, started, gates = await _one_finishes_during_a_long_poll(connect, client, off)
-    try:
-        await until(lambda: _true_if(len(started) == 2), "two handlers started")
-        assert (await _states(client, ids)).count(JobState.LEASED) == 2
-        gates.open_all()
-        for job_id in ids:
-            await state_is(client, job_id, JobState.SUCCEEDED)
-    finally:
-        gates.open_all()
-        await worker.stop()
+    async with _one_finished_during_a_long_poll(connect, client, off) as scene:
+        await until(lambda: _true_if(len(scene.started) == 2), "two handlers started")
+        assert await scene.leased() == 2
+        await scene.all_succeed()
 
 
 async def test_long_jobs_are_not_leased_ahead(connect: ConnectOptions, client: Client) -> None:
@@ -575,9 +564,8 @@ async def test_long_jobs_are_not_leased_ahead(connect: ConnectOptions, client: C
     try:
         await until(lambda: _true_if(len(started) == 2), "two handlers started")
         # Nothing finished while its Lease call was out: no third lease to wait for a slot.
-        assert sorted(s.value for s in await _states(client, ids)) == sorted(
-            [JobState.LEASED.value] * 2 + [JobState.QUEUED.value] * 2
-        )
+        states = [(await client.get(i)).state for i in ids]
+        assert (states.count(JobState.LEASED), states.count(JobState.QUEUED)) == (2, 2)
         release.set()
         for job_id in ids:
             await state_is(client, job_id, JobState.SUCCEEDED)
