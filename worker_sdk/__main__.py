@@ -51,7 +51,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--queues", default=os.environ.get("DISPATCHER_QUEUES"),
                      help="comma list, in order of preference [DISPATCHER_QUEUES]")  # fmt: skip
     run.add_argument("--concurrency", type=int, default=_env_int("DISPATCHER_CONCURRENCY"),
-                     help="jobs in flight [DISPATCHER_CONCURRENCY]")  # fmt: skip
+                     help="handlers running at once [DISPATCHER_CONCURRENCY]")  # fmt: skip
     run.add_argument("--shutdown-grace", type=float, help="seconds for running jobs on stop")
     run.add_argument("--no-lease-ahead", action="store_true",
                      help="lease no more jobs than free handler slots")  # fmt: skip

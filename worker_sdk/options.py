@@ -70,7 +70,7 @@ class WorkerOptions:
     """How a worker leases and runs jobs."""
 
     queues: tuple[str, ...] = ("default",)  # leased in this order of preference
-    concurrency: int = 10  # jobs in flight at once
+    concurrency: int = 10  # handlers running at once
     worker_id: str = ""  # empty: host-pid-random
     lease_duration: timedelta | None = None  # None: each job's own (or the server's default)
     poll_wait: timedelta = timedelta(seconds=20)  # how long one Lease long-poll may wait
