@@ -142,7 +142,7 @@ async def test_the_hot_writes_are_prepared_again_once_their_lifetime_is_over(
     # 1 s here), and a generic plan made while runs was small does not last.
     engine = create_engine(database.url, statement_lifetime_s=1)
     store = RunStore(engine)  # used one call at a time: one pooled connection
-    marker = "WITH grants AS"
+    marker = "WITH leased AS"
 
     async def lease_nothing() -> None:
         await store.lease_queued(
