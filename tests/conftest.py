@@ -9,6 +9,8 @@ import pytest
 
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
+from dispatcher.store.sql.engine import create_engine
+from dispatcher.store.sql.runs import RunStore
 from tests.backends import (
     REDIS_URL,
     Backend,
@@ -45,6 +47,16 @@ async def backend(
         yield b
     finally:
         await b.close()
+
+
+@pytest.fixture
+async def pg_runs(postgres: PostgresDatabase) -> AsyncIterator[RunStore]:
+    """The runs store over the run's PostgreSQL database, for tests of its statements."""
+    store = RunStore(create_engine(postgres.url))
+    try:
+        yield store
+    finally:
+        await store.dispose()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ PostgreSQL only: the path exists on no other backend."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -28,12 +27,8 @@ def new_job() -> Job:
 
 
 @pytest.fixture
-async def runs(postgres: PostgresDatabase) -> AsyncIterator[RunStore]:
-    store = RunStore(create_engine(postgres.url))
-    try:
-        yield store
-    finally:
-        await store.dispose()
+def runs(pg_runs: RunStore) -> RunStore:
+    return pg_runs
 
 
 async def test_a_statement_that_inserts_returns_the_rows_it_inserted(runs: RunStore) -> None:

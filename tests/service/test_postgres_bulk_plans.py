@@ -5,11 +5,11 @@ Each job's own values (its token, its result) come in arrays beside its id. Join
 from an `unnest` of them, the planner (which expects one row from `id = ANY(ids)`)
 read the whole `unnest` again for every job: n jobs cost n² rows. Measured from
 the executed plan (EXPLAIN ANALYZE, rolled back), not from a clock. Real
-PostgreSQL, a database of each test's own."""
+PostgreSQL (the run's database: each test reads only its own jobs)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -18,9 +18,7 @@ from sqlalchemy import TextClause, text
 
 from dispatcher.domain.ids import JobIdGenerator, new_lease_token
 from dispatcher.store.sql import pg_driver
-from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.runs import AckHeld, RunStore
-from tests.backends import PostgresDatabase, own_postgres
 from tests.service.helpers import stored_job
 
 NOW = 1_700_000_000_000
@@ -30,18 +28,8 @@ _ids = JobIdGenerator()
 
 
 @pytest.fixture
-def database() -> Iterator[PostgresDatabase]:
-    with own_postgres() as db:
-        yield db
-
-
-@pytest.fixture
-async def store(database: PostgresDatabase) -> AsyncIterator[RunStore]:
-    s = RunStore(create_engine(database.url))
-    try:
-        yield s
-    finally:
-        await s.dispose()
+def store(pg_runs: RunStore) -> RunStore:
+    return pg_runs
 
 
 async def _queued(store: RunStore) -> list[str]:
