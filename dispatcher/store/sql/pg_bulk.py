@@ -163,10 +163,12 @@ def _ack_statement() -> TextClause:
     EXPLAIN ANALYZE, 95 jobs of a table of 20,000: the Ack 3.6-4.1 ms that way
     against 1.8-3.6 now, the Lease 3.1-3.5 against 1.5-1.8; 500 jobs: the Ack
     60-85 against 17-19, the Lease 55 against 13. A join driven from the
-    `unnest` (no `ANY`) was as fast, but its plan for a table that was still
-    small reads all of runs for each job, and a prepared statement keeps such
-    a plan for its lifetime (`engine.STATEMENT_LIFETIME_S`). Ids are unique
-    in a call (`array_position` finds the first).
+    `unnest`, without `ANY`, was as fast here, but on a table still small it
+    was planned as a scan of all of runs, each row joined to the whole
+    `unnest`, with no test on `ids` to drop rows first; a prepared statement
+    keeps such a plan for its lifetime (`engine.STATEMENT_LIFETIME_S`) while
+    the table grows. Ids are unique in a call (`array_position` finds the
+    first).
     """
     result = _item("results", runs.c.result.type)
     result_type = _item("result_types", runs.c.result_content_type.type)
