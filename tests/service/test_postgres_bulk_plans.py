@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import pytest
 from sqlalchemy import TextClause, text
 
 from dispatcher.domain.ids import JobIdGenerator, new_lease_token
@@ -25,11 +24,6 @@ NOW = 1_700_000_000_000
 JOBS = 60  # in one statement
 TABLE = 2_000  # rows in runs, analyzed: the planner then reaches the jobs by primary key
 _ids = JobIdGenerator()
-
-
-@pytest.fixture
-def store(pg_runs: RunStore) -> RunStore:
-    return pg_runs
 
 
 async def _queued(store: RunStore) -> list[str]:
@@ -74,13 +68,13 @@ def _most_rows_one_step_read(plan: dict[str, Any]) -> int:
 
 
 async def test_leasing_n_jobs_in_one_statement_reads_each_of_them_a_bounded_number_of_times(
-    store: RunStore,
+    pg_runs: RunStore,
 ) -> None:
-    picked = await _queued(store)
+    picked = await _queued(pg_runs)
     grants = [(i, new_lease_token(i)) for i in picked]
 
     plan = await _executed_plan(
-        store, store.lease_queued_statement("default", grants, "w", NOW, None, "")
+        pg_runs, pg_runs.lease_queued_statement("default", grants, "w", NOW, None, "")
     )
 
     assert plan["Actual Rows"] == JOBS  # every one was leased
@@ -88,15 +82,15 @@ async def test_leasing_n_jobs_in_one_statement_reads_each_of_them_a_bounded_numb
 
 
 async def test_acking_n_jobs_in_one_statement_reads_each_of_them_a_bounded_number_of_times(
-    store: RunStore,
+    pg_runs: RunStore,
 ) -> None:
-    picked = await _queued(store)
-    leased = await store.lease_queued(
+    picked = await _queued(pg_runs)
+    leased = await pg_runs.lease_queued(
         "default", [(i, new_lease_token(i)) for i in picked], "w", NOW, None, ""
     )
     acks = [AckHeld(j.id, j.lease_token, b"done", "text/plain") for j in leased.values()]
 
-    plan = await _executed_plan(store, store.ack_held_statement("default", acks, NOW + 1, ""))
+    plan = await _executed_plan(pg_runs, pg_runs.ack_held_statement("default", acks, NOW + 1, ""))
 
     assert plan["Actual Rows"] == JOBS  # every one was acked
     assert _most_rows_one_step_read(plan) <= JOBS
