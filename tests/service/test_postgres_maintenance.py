@@ -220,8 +220,8 @@ async def test_once_runs_has_grown_a_general_write_no_longer_scans_the_whole_tab
     database: PostgresDatabase,
 ) -> None:
     # Measured (2026-11-25): planned for a runs table of 120 rows and kept
-    # after it grew to 200,000, the lock and the save of 20 jobs took 84-89
-    # and 53-87 ms each, against 1.3-1.4 ms planned afresh.
+    # after it grew to 200,000, the lock and the save of 20 jobs took 87-89
+    # and 53-84 ms each, against 1.3-1.4 ms planned afresh.
     engine = create_engine(database.url, statement_lifetime_s=1)
     store = RunStore(engine)
     jobs = [stored_job(_ids.new(NOW), created_ms=NOW, run_at_ms=NOW) for _ in range(5)]

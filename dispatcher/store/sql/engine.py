@@ -37,7 +37,7 @@ def is_sqlite(url: str) -> bool:
 # are prepared by its asyncpg adapter, which keeps them for the connection's
 # life, out of asyncpg's reach: the pool replaces a connection that old when
 # it is next checked out. Measured: a general write's lock and save planned
-# for a table of 120 rows took 84-87 ms each once runs held 200,000, against
+# for a table of 120 rows took 53-89 ms each once runs held 200,000, against
 # 0.8-1.0 ms planned afresh. Preparing a handful of statements, or opening a
 # connection, per connection every 30 s costs nothing measurable.
 STATEMENT_LIFETIME_S = 30
