@@ -1,7 +1,8 @@
 """PostgreSQL maintenance (docs/architecture.md): the server says at startup when
 PostgreSQL would not vacuum or analyze the job tables by itself
 (store/sql/maintenance.py), since without it runs bloats and its query plans go
-stale as it grows; and its periodic scans of runs are planned afresh each pass.
+stale as it grows; its periodic scans of runs are planned afresh each pass, and
+no other prepared statement outlives its lifetime (store/sql/engine.py).
 Real PostgreSQL, a database of each test's own."""
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ async def test_once_runs_has_grown_a_general_write_no_longer_scans_the_whole_tab
         for _ in range(8):
             await _general_write(store, jobs)  # planned for a table of 5 rows
         await _grow_runs(engine, GROWN_TO)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # past the lifetime, by the pool's clock
 
         assert await _general_write(store, jobs) == 0
     finally:
