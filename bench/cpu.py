@@ -17,8 +17,8 @@ from pathlib import Path
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds of the process and of its reaped children)."""
+def _times(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, the process's own CPU seconds, its reaped children's)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -27,7 +27,13 @@ def _stat(pid: int) -> tuple[int, float] | None:
     fields = raw.rsplit(")", 1)[1].split()
     ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return ppid, (utime + stime + cutime + cstime) / _TICK
+    return ppid, (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and of its reaped children)."""
+    t = _times(pid)
+    return None if t is None else (t[0], t[1] + t[2])
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -56,6 +62,20 @@ def tree_cpu_s(pids: Iterable[int]) -> float:
             total += st[1]
             todo += children.get(pid, [])
     return total
+
+
+def backends_cpu_s(pids: Iterable[int]) -> float:
+    """CPU seconds used so far by these PostgreSQL backends, plus what every
+    backend that has exited spent: PostgreSQL's postmaster, their parent, holds
+    that in its reaped-children counters. Read at both ends of a span, the
+    difference is what the backends spent in it, those that came and went
+    included: the dispatcher's pool replaces its connections every 30 s
+    (`dispatcher.store.sql.engine.STATEMENT_LIFETIME_S`). It also counts any
+    other backend of that PostgreSQL server that exited in the span, the
+    harness's own short connections among them (a few ms each)."""
+    pids = list(pids)
+    parents = {t[0] for t in map(_times, pids) if t is not None}
+    return tree_cpu_s(pids) + sum(t[2] for t in map(_times, parents) if t is not None)
 
 
 def redis_cpu_s(info: Mapping[str, object]) -> float:

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import grpc
 
-from bench.cpu import tree_cpu_s
+from bench.cpu import backends_cpu_s, tree_cpu_s
 from bench.infra import pg_connect
 from bench.peers.base import Peer, spawn, stop_processes
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
@@ -230,9 +230,10 @@ async def start_server(
 
 
 async def backend_pids(database_url: str) -> list[int]:
-    """The PostgreSQL server processes serving this database's connections (the
-    dispatcher's pool keeps its connections, so these are the same throughout a
-    phase). Only meaningful when PostgreSQL runs on this machine."""
+    """The PostgreSQL server processes serving this database's connections now
+    (the dispatcher's pool replaces them every 30 s: `cpu.backends_cpu_s`
+    counts the ones that exit too). Only meaningful when PostgreSQL runs on
+    this machine."""
     conn = await pg_connect(database_url)
     try:
         rows = await conn.fetch(
@@ -282,7 +283,7 @@ class DispatcherPeer(Peer):
         parts = {"server": tree_cpu_s([self._server.pid])}
         db_url = self.ctx.options.get("database_url") or ""
         if db_url.startswith("postgresql"):
-            parts["postgresql"] = tree_cpu_s(await backend_pids(db_url))
+            parts["postgresql"] = backends_cpu_s(await backend_pids(db_url))
         return parts
 
     def worker_commands(self, workers: int) -> list[list[str]]:
