@@ -58,14 +58,15 @@ def _array(param: str, sql_type: TypeEngine[Any]) -> str:
     return f"CAST(:{param} AS {pg_type(sql_type)}[])"
 
 
-def _statement() -> TextClause:
+def _statement(skip_taken_keys: bool) -> TextClause:
     quoted = ", ".join(f'"{c}"' for c in COLUMNS)
     fields = ", ".join(f'r."{c}"' for c in COLUMNS)
+    skip = f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
     return text(
         f"WITH inserted AS ("
         f" INSERT INTO runs ({quoted})"
         f" SELECT {fields} FROM unnest(CAST(:rows AS run_row[])) AS r"
-        f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
+        f"{skip if skip_taken_keys else ''}"
         f" RETURNING id, version, state, attempt, created_at"
         f"), events AS ("
         f" INSERT INTO run_events ({EVENT_COLUMNS})"
@@ -80,7 +81,14 @@ def _statement() -> TextClause:
 
 
 # Parameter `rows`: each job as a `run_row` tuple, in COLUMNS order (`runs.job_values`).
-INSERT_JOBS = _statement()
+INSERT_JOBS = _statement(skip_taken_keys=True)
+# The same for jobs whose keys are expected to be free: a taken key fails the
+# whole statement (a unique violation of `uq_runs_idempotency`, nothing
+# written), and the caller runs INSERT_JOBS instead. ON CONFLICT costs each
+# keyed row a look into the unique index before its insert and a record
+# confirming it after: measured with pgbench on a `runs` of 988,000 rows, 100
+# keyed jobs took 1.86-2.04 ms to insert this way against 2.19-2.38 with it.
+INSERT_NEW_JOBS = _statement(skip_taken_keys=False)
 
 
 def _save_statement(mutable: Sequence[str]) -> TextClause:

@@ -51,6 +51,7 @@ from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.held_connection import HeldConnection
 from dispatcher.store.sql.tables import (
     KEYED,
+    KEYS_INDEX,
     RUN_EVENTS_COLUMN_NAMES,
     RUNS_COLUMN_NAMES,
     job_dependencies,
@@ -172,6 +173,11 @@ def job_values(job: Job) -> tuple[Any, ...]:
 
 def job_to_row(job: Job) -> dict[str, Any]:
     return dict(zip(RUNS_COLUMN_NAMES, job_values(job), strict=True))
+
+
+# PostgreSQL: after an insert found a key taken, how many inserts go straight to
+# the statement that skips taken keys (`RunStore._insert_committed_pg`).
+KEY_TAKEN_HOLD = 100
 
 
 def _run_rows(jobs: Iterable[Job]) -> dict[str, list[tuple[Any, ...]]]:
@@ -448,6 +454,7 @@ class RunStore:
         # SQLite has one writer; queueing writers here is cheaper than busy-waiting.
         self._write_lock = asyncio.Lock() if is_sqlite(str(engine.url)) else None
         self._insert_connection = HeldConnection(engine)  # PostgreSQL's inserts come one at a time
+        self._skip_keys_for = 0  # inserts left that skip taken keys from the start
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[RunsTx]:
@@ -577,10 +584,7 @@ class RunStore:
             return set()
         if self._is_postgres:
             with telemetry.span("sql.insert_committed"):
-                inserted = await self._autocommit(
-                    pg_bulk.INSERT_JOBS, _run_rows(jobs), held=self._insert_connection
-                )
-            return {r[0] for r in inserted}
+                return await self._insert_committed_pg(_run_rows(jobs))
 
         assert self._write_lock is not None  # SQLite
         rows = [job_values(j) for j in jobs]
@@ -589,6 +593,27 @@ class RunStore:
                 return await sqlite_driver.insert_runs(
                     conn, rows, lambda ids: [event_values(t) for t in _first_events(jobs, ids)]
                 )
+
+    async def _insert_committed_pg(self, params: dict[str, Any]) -> set[str]:
+        """`insert_committed` on PostgreSQL: first as if every key were free
+        (`pg_bulk.INSERT_NEW_JOBS`), which is cheaper; when a key is taken, that
+        statement fails whole and the one that skips taken keys runs. For the
+        next `KEY_TAKEN_HOLD` inserts that one runs from the start, so that a
+        producer reusing keys on purpose pays the failed try once in so many
+        inserts, not on every one."""
+        async with translate_errors(), self._insert_connection.connection() as conn:
+            if self._skip_keys_for > 0:
+                self._skip_keys_for -= 1
+            else:
+                try:
+                    rows = await pg_driver.fetch(conn, pg_bulk.INSERT_NEW_JOBS, params)
+                    return {r[0] for r in rows}
+                except IntegrityError as exc:
+                    if getattr(exc.orig, "constraint_name", None) != KEYS_INDEX:
+                        raise
+                    self._skip_keys_for = KEY_TAKEN_HOLD
+            rows = await pg_driver.fetch(conn, pg_bulk.INSERT_JOBS, params)
+        return {r[0] for r in rows}
 
     async def _update_returning(
         self,

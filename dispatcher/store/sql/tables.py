@@ -31,6 +31,7 @@ metadata = MetaData()
 FINISHED = "finished_at IS NOT NULL"
 HAS_DEADLINE = "start_deadline_at IS NOT NULL"
 KEYED = "idempotency_key IS NOT NULL"  # the ON CONFLICT target names it too
+KEYS_INDEX = "uq_runs_idempotency"  # unique per namespace, over keyed rows
 
 
 def where(predicate: str) -> dict[str, Any]:
@@ -87,7 +88,7 @@ runs = Table(
     # the new row meets. So each index that serves only some rows is partial: a
     # lease then touches two indexes, not six (see migration 0010).
     Index(
-        "uq_runs_idempotency",
+        KEYS_INDEX,
         "namespace",
         "idempotency_key",
         unique=True,
