@@ -277,6 +277,41 @@ def to_proto_enqueue_batch(
     return out
 
 
+class PreparedBatchReply:
+    """An EnqueueBatch reply built while the jobs' insert runs.
+
+    `prepare` gets the new jobs before their commit (`Dispatcher.enqueue_batch`'s
+    `while_inserting`) and fills their messages then, instead of after the
+    commit. `reply` uses them when every item was answered with exactly the job
+    prepared (the common case: no item refused, no key found taken); otherwise
+    it builds the reply from the answers, as `to_proto_enqueue_batch` does.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: list[m.Job] = []
+        self._out: pb.EnqueueBatchResponse | None = None
+
+    def prepare(self, jobs: list[m.Job]) -> None:
+        out = pb.EnqueueBatchResponse()
+        messages = JobMessages()
+        for j in jobs:
+            messages.fill(out.results.add(created=True).job, j)
+        self._jobs, self._out = jobs, out
+
+    def reply(self, results: Sequence[m.Enqueued | DispatchError]) -> pb.EnqueueBatchResponse:
+        out, jobs = self._out, self._jobs
+        if (
+            out is None
+            or len(results) != len(jobs)
+            or not all(
+                isinstance(r, m.Enqueued) and r.created and r.job is j
+                for r, j in zip(results, jobs, strict=True)
+            )
+        ):
+            return to_proto_enqueue_batch(results)
+        return out
+
+
 def to_proto_status(job: m.Job) -> pb.GetStatusResponse:
     return pb.GetStatusResponse(job=to_proto_job(job))
 

@@ -32,8 +32,11 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         self, request: pb.EnqueueBatchRequest, context: Context
     ) -> pb.EnqueueBatchResponse:
         specs = convert.to_domain_specs(request.jobs)
-        out = await self._service.enqueue_batch(request.namespace, specs)
-        return convert.to_proto_enqueue_batch(out)
+        reply = convert.PreparedBatchReply()
+        out = await self._service.enqueue_batch(
+            request.namespace, specs, while_inserting=reply.prepare
+        )
+        return reply.reply(out)
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context

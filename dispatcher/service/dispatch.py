@@ -117,6 +117,9 @@ class InsertRequest:
     results: list[Outcome[Enqueued] | None]  # the call's answers, filled in place
     single: bool  # an Enqueue (errors name "job"), not an EnqueueBatch ("jobs[i]")
     trace_context: dict[str, str]  # the caller's, stored with its jobs
+    # Given the call's jobs as they are about to be inserted, while the insert
+    # runs (see `Dispatcher.enqueue_batch`).
+    while_inserting: Callable[[list[Job]], None] | None = None
 
 
 @dataclass
@@ -187,9 +190,17 @@ class Dispatcher:
         namespace: str,
         specs: Sequence[JobSpec | InvalidArgument],
         field_prefix: str = "jobs",
+        while_inserting: Callable[[list[Job]], None] | None = None,
     ) -> list[Outcome[Enqueued]]:
         """Validate, commit to SQL, answer, then index (`IndexBehind`). Invalid
         items are not written.
+
+        `while_inserting`, if given, gets the new jobs (the valid items', in
+        order) once their insert has gone out (`_while_inserting`), so that a
+        caller can prepare its answer while the database commits. The call
+        answers with those same objects unless the insert found a key taken.
+        Jobs that need a transaction (dependencies; keys on some jobs only) are
+        not given at all.
 
         Allowed while the index is being rebuilt: the rebuild and this write
         both place the job from its SQL row, and placing is idempotent.
@@ -221,7 +232,13 @@ class Dispatcher:
             await self.quotas.check_enqueue(ns, len(valid))
         created = await self._insert_idempotently(
             InsertRequest(
-                ns, valid, now, results, field_prefix == "job", telemetry.current_trace_context()
+                ns,
+                valid,
+                now,
+                results,
+                field_prefix == "job",
+                telemetry.current_trace_context(),
+                while_inserting,
             )
         )
         # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
@@ -263,7 +280,9 @@ class Dispatcher:
         if _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
             offers = self._offer_to_waiters(drafts)
-            inserted, recorded = await self._insert_and_record(drafts, offers)
+            inserted, recorded = await self._while_inserting(
+                requests, drafts, self._insert_and_record(drafts, offers)
+            )
             missed = {job_id: o for job_id, o in offers.items() if job_id not in inserted}
             if missed:  # a taken key: the job goes on as enqueued, to settle the key
                 for d in drafts:
@@ -278,6 +297,30 @@ class Dispatcher:
         if left is None or left:
             created += await self._insert_in_transaction(requests, left)
         return [[d.job for d in created if d.request is r] for r in requests]
+
+    async def _while_inserting(
+        self, requests: Sequence[InsertRequest], drafts: Sequence[_Draft], insert: Awaitable[T]
+    ) -> T:
+        """Await `insert`, giving each request's `while_inserting` its jobs once
+        the insert has gone out, so that the work is done while the database
+        commits instead of after (on PostgreSQL; SQLite commits on a thread of
+        this process that needs the interpreter lock for much of its work, and
+        measured slower with work beside it: there the jobs are given after)."""
+        hooks = [r for r in requests if r.while_inserting is not None]
+        if not hooks:
+            return await insert
+        if not self.runs.commits_in_another_process:
+            out = await insert
+            _give_jobs(hooks, drafts)
+            return out
+        running = asyncio.ensure_future(insert)
+        try:
+            await asyncio.sleep(0)  # the insert runs up to its wait for the database
+        except BaseException:
+            running.cancel()
+            raise
+        _give_jobs(hooks, drafts)
+        return await running
 
     def _offer_to_waiters(self, drafts: Sequence[_Draft]) -> dict[str, Offer]:
         """Claim idle Leases for what jobs they can take: those drafts become the leased jobs."""
@@ -913,6 +956,16 @@ def _record_outcome(
         telemetry.run_time.record(max(0, at_ms - started_ms) / 1000, a)
     if after.state is JobState.DEAD_LETTERED:
         telemetry.jobs_dead_lettered.add(1, a)
+
+
+def _give_jobs(requests: Sequence[InsertRequest], drafts: Sequence[_Draft]) -> None:
+    """Each request's `while_inserting` gets its jobs."""
+    for r in requests:
+        assert r.while_inserting is not None
+        try:
+            r.while_inserting([d.job for d in drafts if d.request is r])
+        except Exception:  # a head start only: the call's answer is made without it
+            logger.exception("work done while inserting failed")
 
 
 def _insertable_at_once(requests: Sequence[InsertRequest]) -> bool:

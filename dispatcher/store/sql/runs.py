@@ -472,6 +472,12 @@ class RunStore:
     def _is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    @property
+    def commits_in_another_process(self) -> bool:
+        """Whether a write's work is done by the database server (PostgreSQL),
+        not by a thread of this process (SQLite, through aiosqlite)."""
+        return self._is_postgres
+
     @asynccontextmanager
     async def _scan(self) -> AsyncIterator[AsyncConnection]:
         """A connection for a periodic scan of runs, planned for the table as it is now.
