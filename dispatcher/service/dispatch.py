@@ -117,8 +117,8 @@ class InsertRequest:
     results: list[Outcome[Enqueued] | None]  # the call's answers, filled in place
     single: bool  # an Enqueue (errors name "job"), not an EnqueueBatch ("jobs[i]")
     trace_context: dict[str, str]  # the caller's, stored with its jobs
-    # Given the call's jobs as they are about to be inserted, while the insert
-    # runs (see `Dispatcher.enqueue_batch`).
+    # Given the call's jobs as they are inserted: while the insert runs, or
+    # after it on SQLite (`Dispatcher._while_inserting`).
     while_inserting: Callable[[list[Job]], None] | None = None
 
 
