@@ -157,6 +157,12 @@ class Components:
             also_rebuild=[self.queues.refresh, self.quotas.refresh],
         )
 
+    async def finish_writes(self) -> None:
+        """Return once the writes made after answering (index writes, update
+        notices) have landed: before whoever owns Redis closes it."""
+        await self.index_behind.caught_up()
+        await self.dispatcher.late_notices.flush()
+
 
 # How long stopping waits for the background loops once they are cancelled.
 TASKS_STOP_WITHIN_S = 10.0
@@ -355,8 +361,7 @@ class DispatcherApp:
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
         await stop_tasks(self._tasks, self.tasks_stop_within_s)
-        await c.index_behind.caught_up()  # before the owner closes Redis
-        await c.dispatcher.late_notices.flush()
+        await c.finish_writes()
 
     async def close(self) -> None:
         c = self.components

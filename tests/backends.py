@@ -14,6 +14,7 @@ Environment:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from dispatcher.store.sql.runs import RunStore
 from dispatcher.store.sql.tables import metadata
 
 REDIS_URL = os.environ.get("DISPATCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+FINISH_WRITES_WITHIN_S = 5.0  # at teardown (`Backend.close`)
 PG_ADMIN_URL = os.environ.get(
     "DISPATCHER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -164,6 +166,13 @@ class Backend:
 
     async def close(self) -> None:
         for c in self._opened:
+            # A write still in flight after the test would open a connection of
+            # its own once the client is closed, left for the collector to warn
+            # about in a later test. A test that leaves a write held gives up
+            # waiting after a while, as before.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINISH_WRITES_WITHIN_S):
+                    await c.finish_writes()
             await c.runs.dispose()
             await c.index.client.aclose()
         await self.wipe_redis()
