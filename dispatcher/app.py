@@ -140,7 +140,9 @@ class Components:
             quotas=self.quotas,
             behind=self.index_behind,
         )
-        self.retention = RetentionSweeper(self.runs, self.limits.retention_ms)
+        self.retention = RetentionSweeper(
+            self.runs, self.limits.retention_ms, calls_window_ms=self.limits.idempotency_window_ms
+        )
         self.schedules = Schedules(self.runs, self.dispatcher, self.clock)
         self.schedule_firer = ScheduleFirer(self.schedules.store, self.dispatcher)
         self.admin = Admin(

@@ -47,7 +47,9 @@ class Client:
     Every call has the deadline `options.timeout`, and failures that are safe to
     retry (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with backoff. An
     enqueue without an idempotency key gets a fresh one, reused by its
-    retries, so a retry never creates a second job.
+    retries, so a retry never creates a second job; an `enqueue_many` call
+    whose jobs carry none gets one request_id for the call instead, which
+    costs the server less than a key per job.
     """
 
     def __init__(
@@ -226,7 +228,7 @@ class Client:
         several, it becomes the result of each item of that call instead:
         the other calls' jobs may be committed, and their results say so.
         """
-        call = uuid.uuid4().hex  # one random part per call: the items' keys differ by index
+        call = uuid.uuid4().hex  # one random part per call: its requests differ by index
         batches = list(self._batches(requests, call))
         if len(batches) > 1:
             return await self._enqueue_batches(batches)
@@ -238,17 +240,20 @@ class Client:
         """The EnqueueBatch requests that carry `requests`, in order."""
         batch = pb.EnqueueBatchRequest(namespace=self.namespace)
         specs = _convert.JobSpecs()
-        size = 0
+        size = first = 0  # the batch's encoded size, and its first request's index
+        keyed = False  # whether a request of the batch brings its own key
         for i, r in enumerate(requests):
             spec = batch.jobs.add()
-            specs.fill(spec, r, _key(r, f"{call}-{i}"))
+            key = r.options.idempotency_key
+            keyed = keyed or key is not None
+            specs.fill(spec, r, key or "")
             size += spec.ByteSize()
             if len(batch.jobs) >= MAX_BATCH or size >= MAX_BATCH_BYTES:
-                yield batch
+                yield _retry_safe(batch, keyed, f"{call}-{first}")
                 batch = pb.EnqueueBatchRequest(namespace=self.namespace)
-                size = 0
+                size, first, keyed = 0, i + 1, False
         if batch.jobs:
-            yield batch
+            yield _retry_safe(batch, keyed, f"{call}-{first}")
 
     async def _enqueue_batches(
         self, batches: Sequence[pb.EnqueueBatchRequest]
@@ -376,6 +381,20 @@ class Client:
         if job.state is not JobState.SUCCEEDED:
             raise JobFailed(job)
         return job
+
+
+def _retry_safe(batch: pb.EnqueueBatchRequest, keyed: bool, fresh: str) -> pb.EnqueueBatchRequest:
+    """The batch, made safe to send again (`fresh` is unique to it): with one
+    request_id when none of its jobs brings an idempotency key, which the
+    server records once for the call; else with a key on each job without one
+    (a server refuses a request_id beside keys)."""
+    if not keyed:
+        batch.request_id = f"sdk:{fresh}"
+        return batch
+    for i, spec in enumerate(batch.jobs):
+        if not spec.idempotency_key:
+            spec.idempotency_key = f"sdk:{fresh}-{i}"
+    return batch
 
 
 def _key(r: JobRequest, fresh: str) -> str:

@@ -34,7 +34,7 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         specs = convert.to_domain_specs(request.jobs)
         reply = convert.PreparedBatchReply()
         out = await self._service.enqueue_batch(
-            request.namespace, specs, while_inserting=reply.prepare
+            request.namespace, specs, while_inserting=reply.prepare, request_id=request.request_id
         )
         return reply.reply(out)
 

@@ -61,10 +61,23 @@ class AlreadyExists(DispatchError):
     reason = "IDEMPOTENCY_KEY_REUSED"
 
 
+class RequestIdReused(AlreadyExists):
+    """An EnqueueBatch's request_id was first used for a different call."""
+
+    reason = "REQUEST_ID_REUSED"
+
+
 class FailedPrecondition(DispatchError):
     """The object is not in a state that allows the operation."""
 
     reason = "FAILED_PRECONDITION"
+
+
+class RefusedByFirstCall(FailedPrecondition):
+    """An item of a repeated EnqueueBatch (same request_id) that the first
+    call refused: repeating the call cannot enqueue it."""
+
+    reason = "REQUEST_ID_REUSED"
 
 
 class LeaseExpired(FailedPrecondition):

@@ -308,6 +308,16 @@ class Enqueued:
 
 
 @dataclass(frozen=True)
+class EnqueueCall:
+    """An EnqueueBatch call made with a request_id, as recorded with its jobs."""
+
+    namespace: str
+    request_id: str
+    created_ms: int
+    items: tuple[str | None, ...]  # per item of the call: the job created for it, or None
+
+
+@dataclass(frozen=True)
 class LeaseRequest:
     namespace: str
     worker_id: str

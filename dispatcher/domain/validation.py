@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from dispatcher.domain.errors import FieldViolation, InvalidArgument
@@ -197,6 +197,25 @@ def progress(percent: float | None, message: str | None, field: str, out: Violat
         out.add(f"{field}.percent", "must be between 0 and 100")
     if message is not None and len(message) > 1024:
         out.add(f"{field}.message", "must be at most 1024 characters")
+
+
+REQUEST_ID_RE = re.compile(r"[\x20-\x7e]{1,128}")
+
+
+def request_id(value: str, specs: Sequence[object], field_prefix: str) -> None:
+    """An EnqueueBatch's request_id: empty, or 1-128 printable ASCII characters,
+    on a call whose jobs carry no idempotency key (one or the other dedupes it)."""
+    if not value:
+        return
+    if not REQUEST_ID_RE.fullmatch(value):
+        raise InvalidArgument.field("request_id", "must be at most 128 printable ASCII characters")
+    for i, spec in enumerate(specs):
+        if isinstance(spec, JobSpec) and spec.idempotency_key:
+            raise InvalidArgument.field(
+                "request_id",
+                f"cannot be combined with idempotency keys ({field_prefix}[{i}].idempotency_key):"
+                " a call is deduplicated by one or the other",
+            )
 
 
 def batch_size(n: int, limits: Limits, field: str) -> None:

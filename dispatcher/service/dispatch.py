@@ -40,6 +40,7 @@ from dispatcher.domain.limits import Limits
 from dispatcher.domain.models import (
     Acked,
     AckItem,
+    EnqueueCall,
     Enqueued,
     Extended,
     GrantedLease,
@@ -55,7 +56,7 @@ from dispatcher.domain.models import (
     construct,
     evolve,
 )
-from dispatcher.service import dependencies
+from dispatcher.service import dependencies, enqueue_calls
 from dispatcher.service.group_commit import GroupCommit
 from dispatcher.service.handoff import HandOffs, Offer
 from dispatcher.service.index_behind import IndexBehind
@@ -66,7 +67,7 @@ from dispatcher.service.state import ServingState
 from dispatcher.service.wakeups import Asker, Waiters
 from dispatcher.service.workers import WorkerRegistry
 from dispatcher.store.redis.index import Notice, RedisIndex
-from dispatcher.store.sql.runs import AckHeld, DuplicateKey, RunStore, RunsTx
+from dispatcher.store.sql.runs import AckHeld, CallRecorded, DuplicateKey, RunStore, RunsTx
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,18 @@ class InsertRequest:
     # Given the call's jobs as they are inserted: while the insert runs, or
     # after it on SQLite (`Dispatcher._while_inserting`).
     while_inserting: Callable[[list[Job]], None] | None = None
+    request_id: str = ""  # an EnqueueBatch's (service/enqueue_calls.py)
+    failure: DispatchError | None = None  # the call fails whole (a reused request_id)
+
+    def record(self, drafts: Iterable[_Draft]) -> EnqueueCall | None:
+        """What this call records of `drafts` (those of every call of a group),
+        if it has a request_id."""
+        if not self.request_id:
+            return None
+        created = [(d.i, d.job.id) for d in drafts if d.request is self]
+        return enqueue_calls.record(
+            self.namespace, self.request_id, self.now, len(self.results), created
+        )
 
 
 @dataclass
@@ -191,9 +204,15 @@ class Dispatcher:
         specs: Sequence[JobSpec | InvalidArgument],
         field_prefix: str = "jobs",
         while_inserting: Callable[[list[Job]], None] | None = None,
+        request_id: str = "",
     ) -> list[Outcome[Enqueued]]:
         """Validate, commit to SQL, answer, then index (`IndexBehind`). Invalid
         items are not written.
+
+        With a `request_id` the call is recorded with its jobs, and a repeat of
+        it (the same request_id in the namespace, within the idempotency window)
+        creates nothing and is answered from the record
+        (`service/enqueue_calls.py`).
 
         `while_inserting`, if given, gets the new jobs (the valid items', in
         order) once their insert has gone out (`_while_inserting`), so that a
@@ -207,6 +226,7 @@ class Dispatcher:
         """
         ns = validation.namespace(namespace)
         validation.batch_size(len(specs), self.limits, field_prefix)
+        validation.request_id(request_id, specs, field_prefix)
         now = self.clock.now_ms()
         results: list[Outcome[Enqueued] | None] = [None] * len(specs)
         valid: list[tuple[int, JobSpec, int]] = []
@@ -230,17 +250,19 @@ class Dispatcher:
             valid = [v for v in valid if v[1].queue not in full]
         if self.quotas is not None:
             await self.quotas.check_enqueue(ns, len(valid))
-        created = await self._insert_idempotently(
-            InsertRequest(
-                ns,
-                valid,
-                now,
-                results,
-                field_prefix == "job",
-                telemetry.current_trace_context(),
-                while_inserting,
-            )
+        request = InsertRequest(
+            ns,
+            valid,
+            now,
+            results,
+            field_prefix == "job",
+            telemetry.current_trace_context(),
+            while_inserting,
+            request_id,
         )
+        created = await self._insert_idempotently(request)
+        if request.failure is not None:
+            raise request.failure
         # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
         # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
         runnable = [j for j in created if j.state in (JobState.QUEUED, JobState.SCHEDULED)]
@@ -260,6 +282,65 @@ class Dispatcher:
         return await self._inserts.submit(request)
 
     async def _insert_group(self, requests: Sequence[InsertRequest]) -> list[list[Job]]:
+        """Insert the jobs of every request (`_insert_calls`), answering from its
+        record each call that repeats one already recorded; the jobs created, per
+        request.
+
+        A recorded request_id fails the whole insert (`CallRecorded`), which then
+        runs again without the repeats. A call repeated within one group (a
+        retry sent while the first try still waits) waits for the first's record.
+        """
+        created: dict[int, list[Job]] = {}
+        pending = list(requests)
+        for _ in range(5):
+            first, later = _first_of_each_call(pending)
+            try:
+                for r, jobs in zip(first, await self._insert_calls(first), strict=True):
+                    created[id(r)] = jobs
+                pending = later
+            except CallRecorded:
+                pass  # some call of `first` is a repeat: found below
+            answered = await self._answer_repeats(pending)
+            pending = [r for r in pending if id(r) not in answered]
+            if not pending:
+                return [created.get(id(r), []) for r in requests]
+        raise Unavailable("could not settle a repeated request_id; retry")
+
+    async def _answer_repeats(self, requests: Sequence[InsertRequest]) -> set[int]:
+        """Answer each request whose request_id is recorded from its record;
+        the ids of the requests answered. A record past the idempotency window
+        is deleted instead, and its request is left to insert."""
+        answered: set[int] = set()
+        window = self.limits.idempotency_window_ms
+        for ns in {r.namespace for r in requests if r.request_id}:
+            here = [r for r in requests if r.namespace == ns and r.request_id]
+            calls = {
+                c.request_id: c
+                for c in await self.runs.recorded_calls(ns, [r.request_id for r in here])
+            }
+            stale = [c for c in calls.values() if enqueue_calls.expired(c, here[0].now, window)]
+            if stale:
+                async with self.runs.transaction() as tx:
+                    await tx.forget_calls(stale)
+            live = [r for r in here if r.request_id in calls and calls[r.request_id] not in stale]
+            ids = [job_id for r in live for job_id in calls[r.request_id].items if job_id]
+            jobs = await self.runs.get_many(ids)
+            for r in live:
+                prefix = "job" if r.single else "jobs"
+                valid = [(i, spec) for i, spec, _ in r.valid]
+                try:
+                    outcomes = enqueue_calls.answer(
+                        calls[r.request_id], len(r.results), valid, jobs, prefix
+                    )
+                except DispatchError as exc:
+                    r.failure = exc
+                else:
+                    for i, outcome in outcomes.items():
+                        r.results[i] = outcome
+                answered.add(id(r))
+        return answered
+
+    async def _insert_calls(self, requests: Sequence[InsertRequest]) -> list[list[Job]]:
         """Insert the jobs of every request; a job whose key is taken gets the key's job.
 
         The insert skips taken keys by itself, so only a collision costs a lookup.
@@ -280,8 +361,9 @@ class Dispatcher:
         if _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
             offers = self._offer_to_waiters(drafts)
+            calls = [c for r in requests if (c := r.record(drafts)) is not None]
             inserted, recorded = await self._while_inserting(
-                requests, drafts, self._insert_and_record(drafts, offers)
+                requests, drafts, self._insert_and_record(drafts, offers, calls)
             )
             missed = {job_id: o for job_id, o in offers.items() if job_id not in inserted}
             if missed:  # a taken key: the job goes on as enqueued, to settle the key
@@ -335,18 +417,19 @@ class Dispatcher:
         return offers
 
     async def _insert_and_record(
-        self, drafts: Sequence[_Draft], offers: dict[str, Offer]
+        self, drafts: Sequence[_Draft], offers: dict[str, Offer], calls: Sequence[EnqueueCall]
     ) -> tuple[set[str], set[str]]:
-        """Insert the drafts in a write that commits by itself and, meanwhile,
-        record the offers' leases in Redis; (ids inserted, ids recorded).
+        """Insert the drafts, with the records of `calls`, in a write that commits
+        by itself and, meanwhile, record the offers' leases in Redis; (ids
+        inserted, ids recorded).
 
         On failure the offers are withdrawn once their Redis write is over, so
         that no lease is recorded after it was forgotten."""
         if not offers:
-            return await self.runs.insert_committed([d.job for d in drafts]), set()
+            return await self.runs.insert_committed([d.job for d in drafts], calls), set()
         recording = asyncio.ensure_future(self.hand_offs.record(offers.values()))
         try:
-            inserted = await self.runs.insert_committed([d.job for d in drafts])
+            inserted = await self.runs.insert_committed([d.job for d in drafts], calls)
         except BaseException:
             await asyncio.wait([recording])
             if not recording.cancelled():
@@ -403,7 +486,11 @@ class Dispatcher:
                 async with self.runs.transaction() as tx:
                     if left is None:
                         drafts = [d for r in requests for d in await self._drafts(tx, r)]
-                    else:
+                        # A call with a request_id has no keys: all its drafts insert.
+                        await tx.record_calls(
+                            [c for r in requests if (c := r.record(drafts)) is not None]
+                        )
+                    else:  # the calls were recorded with the first insert
                         drafts = await self._settle_collisions(tx, left)
                     created: list[_Draft] = []
                     for _round in range(3):  # a released key needs a second insert
@@ -968,9 +1055,27 @@ def _give_jobs(requests: Sequence[InsertRequest], drafts: Sequence[_Draft]) -> N
             logger.exception("work done while inserting failed")
 
 
+def _first_of_each_call(
+    requests: Sequence[InsertRequest],
+) -> tuple[list[InsertRequest], list[InsertRequest]]:
+    """The requests without a request_id or with the first of theirs, and the
+    later ones that repeat one of those (answered from its record once it is in)."""
+    first: list[InsertRequest] = []
+    later: list[InsertRequest] = []
+    seen: set[tuple[str, str]] = set()
+    for r in requests:
+        key = (r.namespace, r.request_id)
+        if r.request_id and key in seen:
+            later.append(r)
+        else:
+            seen.add(key)
+            first.append(r)
+    return first, later
+
+
 def _insertable_at_once(requests: Sequence[InsertRequest]) -> bool:
     """No dependencies (they need a transaction) and idempotency keys on every
-    job or on none (see `Dispatcher._insert_group`)."""
+    job or on none (see `Dispatcher._insert_calls`)."""
     specs = [spec for r in requests for _, spec, _ in r.valid]
     keyed = sum(1 for spec in specs if spec.idempotency_key)
     return keyed in (0, len(specs)) and not any(spec.depends_on for spec in specs)

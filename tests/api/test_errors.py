@@ -174,3 +174,34 @@ async def test_the_database_being_down_is_unavailable(app: DispatcherApp, stub: 
     finally:
         await dead.dispose()
     assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "STORE_UNAVAILABLE")
+
+
+async def test_a_repeated_enqueue_batch_answers_with_the_first_calls_jobs_over_grpc(
+    stub: Stub,
+) -> None:
+    request = pb.EnqueueBatchRequest(jobs=[job(), job(payload=b"p")], request_id="call-7")
+    first = await stub.EnqueueBatch(request)
+    again = await stub.EnqueueBatch(request)
+    assert [r.job.id for r in again.results] == [r.job.id for r in first.results]
+    assert [r.created for r in first.results] == [True, True]
+    assert [r.created for r in again.results] == [False, False]
+
+    other = pb.EnqueueBatchRequest(jobs=[job()], request_id="call-7")
+    code, reason, _, message = await _error(stub.EnqueueBatch(other))
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    assert "2 jobs, not 1" in message
+
+
+async def test_a_request_id_beside_idempotency_keys_is_invalid_argument_naming_it(
+    stub: Stub,
+) -> None:
+    request = pb.EnqueueBatchRequest(jobs=[job(idempotency_key="k")], request_id="r")
+    code, reason, fields, message = await _error(stub.EnqueueBatch(request))
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ["request_id"],
+    )
+    assert "jobs[0].idempotency_key" in message
+    leases = await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=10))
+    assert list(leases.leases) == []

@@ -112,9 +112,9 @@ async def test_identical_requests_without_keys_each_make_their_own_job_within_an
 
     assert all(isinstance(r, Enqueued) and r.created for r in results)
     jobs = [r.job for r in results if isinstance(r, Enqueued)]
-    keys = {j.idempotency_key for j in jobs}
-    assert len({j.id for j in jobs}) == len(keys) == 6
-    assert all(k.startswith("sdk:") for k in keys)
+    assert len({j.id for j in jobs}) == 6
+    # Each call is made retry-safe by its request_id, not by a key on each job.
+    assert {j.idempotency_key for j in jobs} == {""}
 
 
 async def test_enqueue_many_with_one_bad_request_returns_its_error_instead_of_raising(
@@ -162,7 +162,7 @@ async def test_enqueue_many_takes_more_jobs_than_one_call_holds_in_calls_two_at_
     assert all(isinstance(r, Enqueued) and r.created for r in results)
     jobs = [r.job for r in results if isinstance(r, Enqueued)]
     assert [j.json()["i"] for j in jobs] == list(range(1234))
-    assert len({j.id for j in jobs}) == len({j.idempotency_key for j in jobs}) == 1234
+    assert len({j.id for j in jobs}) == 1234
 
 
 async def test_enqueue_many_splits_large_payloads_below_the_servers_message_limit(
@@ -352,3 +352,65 @@ async def test_closing_the_client_sends_what_waits_in_the_batch_window(
     job = await pending
     async with Client(connect) as reader:
         assert (await reader.get(job.id)).json() == {"late": True}
+
+
+class _AnswerLostOnce:
+    """The service's stub, except that the first EnqueueBatch reaches the server
+    and its answer is lost (UNAVAILABLE), as when a connection drops mid-call."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.requests: list[pb.EnqueueBatchRequest] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def EnqueueBatch(self, request: pb.EnqueueBatchRequest, **kw: Any) -> Any:
+        self.requests.append(request)
+        reply = await self._real.EnqueueBatch(request, **kw)
+        if len(self.requests) == 1:
+            metadata = grpc.aio.Metadata()
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, metadata, metadata, "reset")
+        return reply
+
+
+async def test_enqueue_many_retried_after_a_lost_answer_enqueues_each_job_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = _AnswerLostOnce(client.raw)
+    monkeypatch.setattr(Client, "raw", property(lambda _: stub))
+
+    results = await client.enqueue_many([JobRequest("q", "t", {"i": i}) for i in range(3)])
+
+    first, retry = stub.requests
+    assert first.request_id and retry.request_id == first.request_id
+    assert all(not spec.idempotency_key for spec in first.jobs)
+    assert all(isinstance(r, Enqueued) and not r.created for r in results)
+    leased = await stub.Lease(pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=10), timeout=5)
+    assert sorted(le.job.id for le in leased.leases) == sorted(
+        r.job.id for r in results if isinstance(r, Enqueued)
+    )
+
+
+async def test_enqueue_many_with_a_key_of_its_own_keys_the_other_jobs_instead(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _EnqueueBatchSpy(client)
+    sent: list[pb.EnqueueBatchRequest] = []
+    real = spy.__call__
+
+    async def keep(method: str, request: Any, **kwargs: Any) -> Any:
+        if method == "EnqueueBatch":
+            sent.append(request)
+        return await real(method, request, **kwargs)
+
+    monkeypatch.setattr(client, "_unary", keep)
+    results = await client.enqueue_many(
+        [JobRequest("q", "t", options=JobOptions(idempotency_key="mine")), JobRequest("q", "t")]
+    )
+
+    (request,) = sent
+    assert request.request_id == ""
+    keys = [spec.idempotency_key for spec in request.jobs]
+    assert keys[0] == "mine" and keys[1].startswith("sdk:")
+    assert all(isinstance(r, Enqueued) and r.created for r in results)

@@ -76,11 +76,20 @@ def _statement(skip_taken_keys: bool) -> TextClause:
         # it was leased).
         f" UNION ALL SELECT id, 1, '{JobState.QUEUED.value}', 0, created_at, ''"
         f" FROM inserted WHERE state = '{JobState.LEASED.value}'"
+        # The EnqueueBatch calls made with a request_id, recorded with their jobs
+        # (none for most statements). No ON CONFLICT: a repeated call fails the
+        # statement whole, on `tables.CALLS_KEY`.
+        f"), calls AS ("
+        f" INSERT INTO enqueue_calls (namespace, request_id, created_at, items)"
+        f" SELECT * FROM unnest(CAST(:call_namespaces AS text[]),"
+        f" CAST(:call_ids AS text[]), CAST(:call_times AS bigint[]),"
+        f" CAST(:call_items AS text[]))"
         f") SELECT id FROM inserted"
     )
 
 
-# Parameter `rows`: each job as a `run_row` tuple, in COLUMNS order (`runs.job_values`).
+# Parameters: `rows`, each job as a `run_row` tuple, in COLUMNS order (`runs.job_values`);
+# `call_*`, the recorded calls' columns (`runs._call_params`).
 INSERT_JOBS = _statement(skip_taken_keys=True)
 # The same for jobs whose keys are expected to be free: a taken key fails the
 # whole statement (a unique violation of `uq_runs_idempotency`, nothing

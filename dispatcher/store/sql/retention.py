@@ -1,13 +1,15 @@
-"""Deleting finished jobs past their retention, and delivered webhooks, in bounded batches."""
+"""Deleting finished jobs past their retention, delivered webhooks and recorded
+EnqueueBatch calls past their window, in bounded batches."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, tuple_
 
 from dispatcher.store.sql.runs import RunsTx
 from dispatcher.store.sql.tables import (
+    enqueue_calls,
     job_dependencies,
     run_events,
     runs,
@@ -54,3 +56,22 @@ async def delete_settled_webhooks(tx: RunsTx, cutoff_ms: int, limit: int) -> int
         await tx.conn.execute(delete(webhook_attempts).where(webhook_attempts.c.outbox_id.in_(ids)))
         await tx.conn.execute(delete(webhook_outbox).where(webhook_outbox.c.id.in_(ids)))
     return len(ids)
+
+
+async def delete_calls_before(tx: RunsTx, cutoff_ms: int, limit: int) -> int:
+    """Delete recorded EnqueueBatch calls made before cutoff (their window has
+    passed: a repeat would be enqueued anew anyway). Returns calls deleted."""
+    pick = (
+        select(enqueue_calls.c.namespace, enqueue_calls.c.request_id)
+        .where(enqueue_calls.c.created_at < cutoff_ms)
+        .order_by(enqueue_calls.c.created_at)
+        .limit(limit)
+    )
+    keys = [tuple(r) for r in (await tx.conn.execute(pick)).all()]
+    if keys:
+        await tx.conn.execute(
+            delete(enqueue_calls).where(
+                tuple_(enqueue_calls.c.namespace, enqueue_calls.c.request_id).in_(keys)
+            )
+        )
+    return len(keys)

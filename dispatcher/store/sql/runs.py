@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    delete,
     func,
     or_,
     select,
@@ -36,6 +37,7 @@ from dispatcher.domain.errors import Unavailable
 from dispatcher.domain.models import (
     TERMINAL_STATES,
     Acked,
+    EnqueueCall,
     Job,
     JobChange,
     JobState,
@@ -50,10 +52,12 @@ from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk, sqlite_driver
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.held_connection import HeldConnection
 from dispatcher.store.sql.tables import (
+    CALLS_KEY,
     KEYED,
     KEYS_INDEX,
     RUN_EVENTS_COLUMN_NAMES,
     RUNS_COLUMN_NAMES,
+    enqueue_calls,
     job_dependencies,
     run_events,
     runs,
@@ -99,12 +103,30 @@ class DuplicateKey(Exception):
     """An insert collided with an existing idempotency key (a concurrent enqueue)."""
 
 
+class CallRecorded(Exception):
+    """An insert met a request_id already recorded in `enqueue_calls`: the
+    EnqueueBatch is a repeat (of a committed call, or of one committing now).
+    Nothing of the statement or transaction was written."""
+
+
+def violated(exc: IntegrityError, constraint: str, table: str) -> bool:
+    """Whether a unique violation is of `constraint` (on `table`): PostgreSQL
+    names the constraint, on asyncpg's error itself or under SQLAlchemy's
+    adapter; SQLite names the table's columns in its message."""
+    for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        if getattr(err, "constraint_name", None) == constraint:
+            return True
+    return f"UNIQUE constraint failed: {table}." in str(exc.orig)
+
+
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
     """Turn driver and connection failures into `Unavailable` at the store's edge."""
     try:
         yield
     except IntegrityError as exc:
+        if violated(exc, CALLS_KEY, enqueue_calls.name):
+            raise CallRecorded() from exc
         raise DuplicateKey() from exc
     except (TimeoutError, SQLAlchemyError, OSError) as exc:
         raise Unavailable("the database is unavailable") from exc
@@ -171,6 +193,25 @@ def job_values(job: Job) -> tuple[Any, ...]:
     )
 
 
+def call_values(call: EnqueueCall) -> tuple[Any, ...]:
+    """A recorded call's row, in `enqueue_calls.columns` order."""
+    return (call.namespace, call.request_id, call.created_ms, json.dumps(call.items))
+
+
+def _call_params(calls: Sequence[EnqueueCall]) -> dict[str, list[Any]]:
+    """The calls of `pg_bulk.INSERT_JOBS`, one array per column."""
+    return {
+        "call_namespaces": [c.namespace for c in calls],
+        "call_ids": [c.request_id for c in calls],
+        "call_times": [c.created_ms for c in calls],
+        "call_items": [json.dumps(c.items) for c in calls],
+    }
+
+
+def _call_of_row(r: Any) -> EnqueueCall:
+    return EnqueueCall(r.namespace, r.request_id, r.created_at, tuple(json.loads(r.items)))
+
+
 def job_to_row(job: Job) -> dict[str, Any]:
     return dict(zip(RUNS_COLUMN_NAMES, job_values(job), strict=True))
 
@@ -180,9 +221,10 @@ def job_to_row(job: Job) -> dict[str, Any]:
 KEY_TAKEN_HOLD = 100
 
 
-def _run_rows(jobs: Iterable[Job]) -> dict[str, list[tuple[Any, ...]]]:
-    """`pg_bulk.INSERT_JOBS`'s parameter: each job as one `run_row`."""
-    return {"rows": [job_values(j) for j in jobs]}
+def _run_rows(jobs: Iterable[Job], calls: Sequence[EnqueueCall] = ()) -> dict[str, list[Any]]:
+    """`pg_bulk.INSERT_JOBS`'s parameters: each job as one `run_row`, and the
+    calls to record with them."""
+    return {"rows": [job_values(j) for j in jobs]} | _call_params(calls)
 
 
 _PRIORITIES = {p.value: p for p in Priority}  # a dict lookup is cheaper than Enum(value)
@@ -393,6 +435,27 @@ class RunsTx:
         stmt = select(runs.c.id, runs.c.state).where(runs.c.id.in_(list(set(ids))))
         return {r[0]: JobState(r[1]) for r in (await self.conn.execute(stmt)).all()}
 
+    async def record_calls(self, calls: Sequence[EnqueueCall]) -> None:
+        """Record EnqueueBatch calls made with a request_id. A request_id already
+        recorded in its namespace raises `CallRecorded` at the transaction's
+        edge (`translate_errors`), and the transaction is rolled back."""
+        if calls:
+            names = enqueue_calls.columns.keys()
+            rows = [dict(zip(names, call_values(c), strict=True)) for c in calls]
+            await self.conn.execute(enqueue_calls.insert(), rows)
+
+    async def forget_calls(self, calls: Sequence[EnqueueCall]) -> None:
+        """Delete recorded calls past their window (each if it is still the one
+        read), so that their request_ids can be recorded again."""
+        for call in calls:
+            await self.conn.execute(
+                delete(enqueue_calls).where(
+                    enqueue_calls.c.namespace == call.namespace,
+                    enqueue_calls.c.request_id == call.request_id,
+                    enqueue_calls.c.created_at == call.created_ms,
+                )
+            )
+
     async def release_idempotency_keys(self, ids: Sequence[str]) -> None:
         """Free the keys of jobs whose idempotency window has passed."""
         if ids:
@@ -582,22 +645,29 @@ class RunStore:
         statement, values = sqlite_bulk.ack_held(acks)
         return statement, params | values
 
-    async def insert_committed(self, jobs: Sequence[Job]) -> set[str]:
+    async def insert_committed(
+        self, jobs: Sequence[Job], calls: Sequence[EnqueueCall] = ()
+    ) -> set[str]:
         """`RunsTx.insert` in its own transaction, committed on return: on
         PostgreSQL one statement in autocommit, on SQLite one transaction on the
-        aiosqlite connection itself (`sqlite_driver`)."""
+        aiosqlite connection itself (`sqlite_driver`). `calls` are recorded in
+        the same write (`RunsTx.record_calls`); a request_id already recorded
+        raises `CallRecorded`, with nothing written."""
         if not jobs:
             return set()
         if self._is_postgres:
             with telemetry.span("sql.insert_committed"):
-                return await self._insert_committed_pg(_run_rows(jobs))
+                return await self._insert_committed_pg(_run_rows(jobs, calls))
 
         assert self._write_lock is not None  # SQLite
         rows = [job_values(j) for j in jobs]
         with telemetry.span("sql.insert_committed"):
             async with translate_errors(), self._write_lock, self.engine.connect() as conn:
                 return await sqlite_driver.insert_runs(
-                    conn, rows, lambda ids: [event_values(t) for t in _first_events(jobs, ids)]
+                    conn,
+                    rows,
+                    lambda ids: [event_values(t) for t in _first_events(jobs, ids)],
+                    [call_values(c) for c in calls],
                 )
 
     async def _insert_committed_pg(self, params: dict[str, Any]) -> set[str]:
@@ -658,6 +728,17 @@ class RunStore:
         connection = self.engine.connect() if held is None else held.connection()
         async with translate_errors(), connection as conn:
             return await pg_driver.fetch(conn, statement, params)
+
+    async def recorded_calls(self, namespace: str, request_ids: Sequence[str]) -> list[EnqueueCall]:
+        """The recorded EnqueueBatch calls of these request_ids in the namespace."""
+        if not request_ids:
+            return []
+        stmt = select(enqueue_calls).where(
+            enqueue_calls.c.namespace == namespace,
+            enqueue_calls.c.request_id.in_(sorted(set(request_ids))),
+        )
+        async with translate_errors(), self.engine.connect() as conn:
+            return [_call_of_row(r) for r in (await conn.execute(stmt)).all()]
 
     async def get(self, job_id: str) -> Job | None:
         async with translate_errors(), self.engine.connect() as conn:

@@ -40,7 +40,12 @@ from sqlalchemy import TextClause
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dispatcher.store.sql.tables import KEYED, RUN_EVENTS_COLUMN_NAMES, RUNS_COLUMN_NAMES
+from dispatcher.store.sql.tables import (
+    KEYED,
+    RUN_EVENTS_COLUMN_NAMES,
+    RUNS_COLUMN_NAMES,
+    enqueue_calls,
+)
 
 INSERT_EVENTS = (  # rows as `runs.event_values` tuples
     f"INSERT INTO run_events ({', '.join(RUN_EVENTS_COLUMN_NAMES)})"
@@ -52,6 +57,10 @@ INSERT_RUNS = (  # positional: rows come as `runs.job_values` tuples, id first
     f"INSERT INTO runs ({', '.join(RUNS_COLUMN_NAMES)})"
     f" VALUES ({', '.join('?' * len(RUNS_COLUMN_NAMES))})"
     f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
+)
+# A repeated call (its request_id recorded) fails the transaction whole.
+INSERT_CALLS = (
+    f"INSERT INTO {enqueue_calls.name} VALUES ({', '.join('?' * len(enqueue_calls.columns))})"
 )
 _IDS_PER_LOOKUP = 500  # below SQLite's oldest limit on bound parameters (999)
 
@@ -130,10 +139,13 @@ async def insert_runs(
     conn: AsyncConnection,
     rows: Sequence[tuple[Any, ...]],
     events_of: Callable[[set[str]], Sequence[tuple[Any, ...]]],
+    calls: Sequence[tuple[Any, ...]] = (),
 ) -> set[str]:
-    """In one transaction: insert `rows` (values in `runs.columns` order) into
-    `runs`, skipping any whose idempotency key is taken, insert the `run_events`
-    rows `events_of` makes for the ids inserted, commit; return those ids.
+    """In one transaction: record `calls` (values in `enqueue_calls.columns`
+    order; a request_id already recorded fails the transaction whole), insert
+    `rows` (values in `runs.columns` order) into `runs`, skipping any whose
+    idempotency key is taken, insert the `run_events` rows `events_of` makes
+    for the ids inserted, commit; return those ids.
 
     Only when some row was skipped (the insert changed fewer rows than it was
     given) does a lookup find which: no job can already hold a new job's id.
@@ -142,6 +154,8 @@ async def insert_runs(
     """
 
     def work(db: sqlite3.Connection) -> set[str]:
+        if calls:
+            db.executemany(INSERT_CALLS, calls)
         cursor = db.executemany(INSERT_RUNS, rows)
         ids = [r[0] for r in rows]
         if cursor.rowcount == len(rows):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -120,6 +121,23 @@ run_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("at", BigInteger, nullable=False),
     Column("error", Text, nullable=False),
+)
+
+# EnqueueBatch calls made with a request_id: one row per call, written with its
+# jobs in the same statement or transaction, so that a retried call finds what
+# the first one did. `items` is a JSON list, one entry per item of the call: the
+# id of the job created for it, or null where the item was refused. Kept for the
+# idempotency window, then deleted by the retention sweep.
+CALLS_KEY = "pk_enqueue_calls"  # the unique violation that says a call is a repeat
+enqueue_calls = Table(
+    "enqueue_calls",
+    metadata,
+    Column("namespace", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("items", Text, nullable=False),
+    PrimaryKeyConstraint("namespace", "request_id", name=CALLS_KEY),
+    Index("ix_enqueue_calls_created", "created_at"),  # the retention sweep
 )
 
 admin_audit = Table(

@@ -75,8 +75,24 @@ class EnqueueBatchRequest(_message.Message):
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Defaults to "default"."""
+    request_id: _builtins.str
+    """Makes a retried call safe with one key for the whole call (AIP-155)
+    instead of an idempotency_key per job: send a fresh UUID with each call,
+    and the same one with its retries. A call whose request_id was used in
+    the namespace within the server's idempotency window (24 hours by
+    default) enqueues nothing: each item gets the job the first call created
+    for it (created = false). An item the first call refused is refused
+    again: with its own error if it is still invalid, else with
+    FAILED_PRECONDITION / REQUEST_ID_REUSED (send it under a new
+    request_id). A call with another number of jobs, or an item with another
+    queue, type, payload or content type than the first call's, fails with
+    ALREADY_EXISTS / REQUEST_ID_REUSED. At most 128 printable ASCII
+    characters; cannot be combined with jobs' idempotency_key
+    (INVALID_ARGUMENT). Empty: no deduplication of the call.
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobSpec]:
         """1 to 1000 jobs."""
@@ -86,10 +102,11 @@ class EnqueueBatchRequest(_message.Message):
         *,
         namespace: _builtins.str = ...,
         jobs: _abc.Iterable[_job_pb2.JobSpec] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "namespace", b"namespace", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

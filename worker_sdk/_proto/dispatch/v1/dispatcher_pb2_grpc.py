@@ -130,7 +130,9 @@ class DispatcherServiceServicer:
         """Enqueues many jobs in one database transaction and one Redis round trip.
         Each item succeeds or fails on its own (INVALID_ARGUMENT / INVALID_FIELD);
         invalid items are not written. At most 1000 jobs per call, else
-        INVALID_ARGUMENT / BATCH_TOO_LARGE.
+        INVALID_ARGUMENT / BATCH_TOO_LARGE. With a request_id already used in the
+        namespace, enqueues nothing and answers with the first call's jobs
+        (created = false); see EnqueueBatchRequest.request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,7 +59,9 @@ class DispatcherServiceStub:
     """Enqueues many jobs in one database transaction and one Redis round trip.
     Each item succeeds or fails on its own (INVALID_ARGUMENT / INVALID_FIELD);
     invalid items are not written. At most 1000 jobs per call, else
-    INVALID_ARGUMENT / BATCH_TOO_LARGE.
+    INVALID_ARGUMENT / BATCH_TOO_LARGE. With a request_id already used in the
+    namespace, enqueues nothing and answers with the first call's jobs
+    (created = false); see EnqueueBatchRequest.request_id.
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.GetStatusRequest, _dispatcher_pb2.GetStatusResponse]
     """Returns a job.
@@ -146,7 +148,9 @@ class DispatcherServiceAsyncStub(DispatcherServiceStub):
     """Enqueues many jobs in one database transaction and one Redis round trip.
     Each item succeeds or fails on its own (INVALID_ARGUMENT / INVALID_FIELD);
     invalid items are not written. At most 1000 jobs per call, else
-    INVALID_ARGUMENT / BATCH_TOO_LARGE.
+    INVALID_ARGUMENT / BATCH_TOO_LARGE. With a request_id already used in the
+    namespace, enqueues nothing and answers with the first call's jobs
+    (created = false); see EnqueueBatchRequest.request_id.
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.GetStatusRequest, _dispatcher_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Returns a job.
@@ -242,7 +246,9 @@ class DispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         """Enqueues many jobs in one database transaction and one Redis round trip.
         Each item succeeds or fails on its own (INVALID_ARGUMENT / INVALID_FIELD);
         invalid items are not written. At most 1000 jobs per call, else
-        INVALID_ARGUMENT / BATCH_TOO_LARGE.
+        INVALID_ARGUMENT / BATCH_TOO_LARGE. With a request_id already used in the
+        namespace, enqueues nothing and answers with the first call's jobs
+        (created = false); see EnqueueBatchRequest.request_id.
         """
 
     @_abc_1.abstractmethod

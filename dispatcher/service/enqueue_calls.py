@@ -1,0 +1,86 @@
+"""EnqueueBatch calls made with a request_id (AIP-155): what a call records
+with its jobs, and how a repeat of it is answered from that record.
+
+A producer retries a call whose answer it did not get. With an idempotency
+key on each job, each job costs an entry in the unique index on keys; with a
+request_id the call costs one row (`enqueue_calls`), written in the same
+statement or transaction as its jobs. A repeat within the idempotency window
+creates nothing: each item gets the job the first call created for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeAlias, Union
+
+from dispatcher.domain import idempotency
+from dispatcher.domain.errors import (
+    DispatchError,
+    JobNotFound,
+    RefusedByFirstCall,
+    RequestIdReused,
+)
+from dispatcher.domain.models import EnqueueCall, Enqueued, Job, JobSpec
+
+Outcome: TypeAlias = Union[Enqueued, DispatchError]  # noqa: UP007 (as dispatch.Outcome)
+
+
+def record(
+    namespace: str, request_id: str, now_ms: int, size: int, created: Iterable[tuple[int, str]]
+) -> EnqueueCall | None:
+    """The record of a call of `size` items that creates `created` (item index,
+    job id); None when it creates nothing (a repeat then creates what it can)."""
+    items: list[str | None] = [None] * size
+    for i, job_id in created:
+        items[i] = job_id
+    if not any(items):
+        return None
+    return EnqueueCall(namespace, request_id, now_ms, tuple(items))
+
+
+def expired(call: EnqueueCall, now_ms: int, window_ms: int) -> bool:
+    """Past the window, a request_id is free again, as an idempotency key is."""
+    return call.created_ms + window_ms <= now_ms
+
+
+def answer(
+    call: EnqueueCall,
+    size: int,
+    valid: Sequence[tuple[int, JobSpec]],
+    jobs: Mapping[str, Job],
+    field_prefix: str,
+) -> dict[int, Outcome]:
+    """The answers to a repeat of `call` for its valid items (index, spec), from
+    the jobs the first call created (`jobs`, by id). Items found invalid again
+    keep their own error, so they are not among `valid`.
+
+    Raises RequestIdReused when the repeat has another number of items: it is
+    another call, not a retry."""
+    if size != len(call.items):
+        raise RequestIdReused(
+            f"this request_id was used for a call of {len(call.items)} jobs, not {size}",
+            {"request_id": call.request_id[:64]},
+        )
+    out: dict[int, Outcome] = {}
+    for i, spec in valid:
+        job_id = call.items[i]
+        job = None if job_id is None else jobs.get(job_id)
+        if job_id is None:
+            out[i] = RefusedByFirstCall(
+                f"{field_prefix}[{i}] was refused by the first call with this request_id;"
+                " send it under a new request_id",
+                {"request_id": call.request_id[:64]},
+            )
+        elif job is None:
+            out[i] = JobNotFound(
+                f"the job the first call created for {field_prefix}[{i}] no longer exists",
+                {"job_id": job_id},
+            )
+        elif not idempotency.same_request(job, spec):
+            out[i] = RequestIdReused(
+                f"this request_id was used with another job at {field_prefix}[{i}]",
+                {"request_id": call.request_id[:64], "job_id": job.id},
+            )
+        else:
+            out[i] = Enqueued(job, created=False)
+    return out
