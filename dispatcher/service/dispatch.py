@@ -122,6 +122,7 @@ class InsertRequest:
     # after it on SQLite (`Dispatcher._while_inserting`).
     while_inserting: Callable[[list[Job]], None] | None = None
     request_id: str = ""  # an EnqueueBatch's (service/enqueue_calls.py)
+    specs: Sequence[JobSpec | InvalidArgument] = ()  # every item's, for a repeat's answer
     failure: DispatchError | None = None  # the call fails whole (a reused request_id)
 
     def record(self, drafts: Iterable[_Draft]) -> EnqueueCall | None:
@@ -259,6 +260,7 @@ class Dispatcher:
             telemetry.current_trace_context(),
             while_inserting,
             request_id,
+            specs,
         )
         created = await self._insert_idempotently(request)
         if request.failure is not None:
@@ -289,10 +291,16 @@ class Dispatcher:
         A recorded request_id fails the whole insert (`CallRecorded`), which then
         runs again without the repeats. A call repeated within one group (a
         retry sent while the first try still waits) waits for the first's record.
+        A call with nothing to insert looks for its record first.
         """
         created: dict[int, list[Job]] = {}
-        pending = list(requests)
+        # A repeat with nothing to insert (its items refused this time) meets no
+        # record by inserting: it looks for one.
+        answered = await self._answer_repeats([r for r in requests if r.request_id and not r.valid])
+        pending = [r for r in requests if id(r) not in answered]
         for _ in range(5):
+            if not pending:
+                break
             first, later = _first_of_each_call(pending)
             try:
                 for r, jobs in zip(first, await self._insert_calls(first), strict=True):
@@ -302,9 +310,9 @@ class Dispatcher:
                 pass  # some call of `first` is a repeat: found below
             answered = await self._answer_repeats(pending)
             pending = [r for r in pending if id(r) not in answered]
-            if not pending:
-                return [created.get(id(r), []) for r in requests]
-        raise Unavailable("could not settle a repeated request_id; retry")
+        if pending:
+            raise Unavailable("could not settle a repeated request_id; retry")
+        return [created.get(id(r), []) for r in requests]
 
     async def _answer_repeats(self, requests: Sequence[InsertRequest]) -> set[int]:
         """Answer each request whose request_id is recorded from its record;
@@ -327,10 +335,15 @@ class Dispatcher:
             jobs = await self.runs.get_many(ids)
             for r in live:
                 prefix = "job" if r.single else "jobs"
-                valid = [(i, spec) for i, spec, _ in r.valid]
+                valid = {i for i, _, _ in r.valid}
+                refused = {
+                    i: out
+                    for i, out in enumerate(r.results)
+                    if i not in valid and isinstance(out, DispatchError)
+                }
                 try:
                     outcomes = enqueue_calls.answer(
-                        calls[r.request_id], len(r.results), valid, jobs, prefix
+                        calls[r.request_id], r.specs, refused, jobs, prefix
                     )
                 except DispatchError as exc:
                     r.failure = exc

@@ -45,28 +45,29 @@ def expired(call: EnqueueCall, now_ms: int, window_ms: int) -> bool:
 
 def answer(
     call: EnqueueCall,
-    size: int,
-    valid: Sequence[tuple[int, JobSpec]],
+    specs: Sequence[JobSpec | DispatchError],
+    refused: Mapping[int, DispatchError],
     jobs: Mapping[str, Job],
     field_prefix: str,
 ) -> dict[int, Outcome]:
-    """The answers to a repeat of `call` for its valid items (index, spec), from
-    the jobs the first call created (`jobs`, by id). Items found invalid again
-    keep their own error, so they are not among `valid`.
+    """The answer to each item of a repeat of `call` (`specs`, each item's spec
+    or the error it could not be converted with), from the jobs the first call
+    created (`jobs`, by id). An item the first call created gets its job even
+    if this call refused it (`refused`: its queue has filled up since, say);
+    one it refused is refused again, with this call's error if it has one.
 
     Raises RequestIdReused when the repeat has another number of items: it is
     another call, not a retry."""
-    if size != len(call.items):
+    if len(specs) != len(call.items):
         raise RequestIdReused(
-            f"this request_id was used for a call of {len(call.items)} jobs, not {size}",
+            f"this request_id was used for a call of {len(call.items)} jobs, not {len(specs)}",
             {"request_id": call.request_id[:64]},
         )
     out: dict[int, Outcome] = {}
-    for i, spec in valid:
-        job_id = call.items[i]
+    for i, (spec, job_id) in enumerate(zip(specs, call.items, strict=True)):
         job = None if job_id is None else jobs.get(job_id)
-        if job_id is None:
-            out[i] = RefusedByFirstCall(
+        if job_id is None or isinstance(spec, DispatchError):
+            out[i] = refused.get(i) or RefusedByFirstCall(
                 f"{field_prefix}[{i}] was refused by the first call with this request_id;"
                 " send it under a new request_id",
                 {"request_id": call.request_id[:64]},

@@ -123,6 +123,17 @@ async def test_an_item_the_first_call_refused_is_refused_again_by_a_repeat(
     assert await replica.runs.count_by_state() == {"queued": 1, "leased": 1}
 
 
+async def test_a_repeat_gets_the_jobs_the_first_call_made_even_where_their_queue_filled_since(
+    replica: Components,
+) -> None:
+    await replica.queues.set_max_depth("", "q", 2)
+    first = _jobs(await replica.dispatcher.enqueue_batch("", [spec(), spec()], request_id="r"))
+    with pytest.raises(QueueFull):  # the queue is full now
+        await replica.dispatcher.enqueue_batch("", [spec()])
+    again = _jobs(await replica.dispatcher.enqueue_batch("", [spec(), spec()], request_id="r"))
+    assert [(r.job.id, r.created) for r in again] == [(r.job.id, False) for r in first]
+
+
 async def test_a_call_that_creates_nothing_records_nothing(replica: Components) -> None:
     bad = [spec(queue="bad queue!"), spec(type="")]
     for _ in range(2):
