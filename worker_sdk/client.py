@@ -155,9 +155,11 @@ class Client:
             ResourceExhausted: the queue is full, even after retries.
         """
         request = JobRequest(queue, type, payload, options or JobOptions())
+        if self._batch_window is not None:  # the batch's request_id makes it retry-safe
+            return await self._coalesced(
+                _convert.job_spec(request, request.options.idempotency_key or "")
+            )
         spec = _convert.job_spec(request, _key(request, secrets.token_hex(16)))
-        if self._batch_window is not None:
-            return await self._coalesced(spec)
         reply = await self._unary(
             "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=spec), idempotent=True
         )
@@ -186,10 +188,10 @@ class Client:
             task.add_done_callback(self._sending.discard)
 
     async def _send_batch(self, batch: list[tuple[jpb.JobSpec, asyncio.Future[Job]]]) -> None:
+        request = pb.EnqueueBatchRequest(namespace=self.namespace, jobs=[s for s, _ in batch])
+        keyed = any(spec.idempotency_key for spec, _ in batch)
         try:
-            results = await self._enqueue_batch(
-                pb.EnqueueBatchRequest(namespace=self.namespace, jobs=[spec for spec, _ in batch])
-            )
+            results = await self._enqueue_batch(_retry_safe(request, keyed, secrets.token_hex(16)))
         except BaseException as exc:  # the whole call failed: so did each enqueue
             for _, future in batch:
                 if not future.done():
@@ -279,9 +281,12 @@ class Client:
         if not batch.jobs:
             return []
         if len(batch.jobs) == 1:  # the server fails a one-item batch whole: keep per-item shape
+            job = batch.jobs[0]
+            if not job.idempotency_key:  # Enqueue has no request_id: the job takes it as key
+                job.idempotency_key = batch.request_id
             try:
                 reply = await self._unary(
-                    "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=batch.jobs[0]),
+                    "Enqueue", pb.EnqueueRequest(namespace=self.namespace, job=job),
                     idempotent=True,
                 )  # fmt: skip
             except DispatcherError as exc:

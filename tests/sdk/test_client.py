@@ -414,3 +414,53 @@ async def test_enqueue_many_with_a_key_of_its_own_keys_the_other_jobs_instead(
     keys = [spec.idempotency_key for spec in request.jobs]
     assert keys[0] == "mine" and keys[1].startswith("sdk:")
     assert all(isinstance(r, Enqueued) and r.created for r in results)
+
+
+async def test_enqueues_in_a_batch_window_retried_after_a_lost_answer_make_each_job_once(
+    connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Client(connect, batch_window=timedelta(milliseconds=5)) as client:
+        stub = _AnswerLostOnce(client.raw)
+        monkeypatch.setattr(Client, "raw", property(lambda _: stub))
+        jobs = await asyncio.gather(*(client.enqueue("q", "t", {"i": i}) for i in range(3)))
+        leased = await stub.Lease(
+            pb.LeaseRequest(worker_id="w", queues=["q"], max_jobs=10), timeout=5
+        )
+    first, retry = stub.requests
+    assert first.request_id and retry.request_id == first.request_id
+    assert [spec.idempotency_key for spec in first.jobs] == ["", "", ""]
+    assert sorted(le.job.id for le in leased.leases) == sorted(j.id for j in jobs)
+
+
+async def test_enqueues_in_a_batch_window_with_a_key_of_their_own_key_the_others(
+    connect: ConnectOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Client(connect, batch_window=timedelta(milliseconds=5)) as client:
+        stub = _AnswerLostOnce(client.raw)
+        stub.requests.append(pb.EnqueueBatchRequest())  # no lost answer this time
+        monkeypatch.setattr(Client, "raw", property(lambda _: stub))
+        mine, other = await asyncio.gather(
+            client.enqueue("q", "t", options=JobOptions(idempotency_key="mine")),
+            client.enqueue("q", "t"),
+        )
+    (request,) = stub.requests[1:]
+    assert request.request_id == ""
+    assert mine.idempotency_key == "mine" and other.idempotency_key.startswith("sdk:")
+
+
+async def test_a_lone_job_goes_as_enqueue_keyed_by_its_calls_request_id(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[Any] = []
+    real = client._unary
+
+    async def keep(method: str, request: Any, **kwargs: Any) -> Any:
+        sent.append((method, request))
+        return await real(method, request, **kwargs)
+
+    monkeypatch.setattr(client, "_unary", keep)
+    (only,) = await client.enqueue_many([JobRequest("q", "t")])
+    ((method, request),) = sent
+    assert method == "Enqueue"
+    assert request.job.idempotency_key.startswith("sdk:")
+    assert isinstance(only, Enqueued) and only.job.idempotency_key == request.job.idempotency_key
