@@ -198,14 +198,13 @@ def call_values(call: EnqueueCall) -> tuple[Any, ...]:
     return (call.namespace, call.request_id, call.created_ms, json.dumps(call.items))
 
 
+_CALL_PARAMS = ("call_namespaces", "call_ids", "call_times", "call_items")
+
+
 def _call_params(calls: Sequence[EnqueueCall]) -> dict[str, list[Any]]:
     """The calls of `pg_bulk.INSERT_JOBS`, one array per column."""
-    return {
-        "call_namespaces": [c.namespace for c in calls],
-        "call_ids": [c.request_id for c in calls],
-        "call_times": [c.created_ms for c in calls],
-        "call_items": [json.dumps(c.items) for c in calls],
-    }
+    columns = zip(*(call_values(c) for c in calls), strict=True) if calls else [()] * 4
+    return {name: list(values) for name, values in zip(_CALL_PARAMS, columns, strict=True)}
 
 
 def _call_of_row(r: Any) -> EnqueueCall:
