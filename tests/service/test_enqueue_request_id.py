@@ -21,7 +21,7 @@ from dispatcher.domain.models import EnqueueCall, Enqueued, JobState
 from dispatcher.service.retention import RetentionSweeper
 from dispatcher.store.sql.runs import CallRecorded, DuplicateKey
 from tests.backends import Backend
-from tests.service.helpers import lease, spec
+from tests.service.helpers import lease, parked, spec, two_replicas
 
 
 def _jobs(results: Sequence[object]) -> list[Enqueued]:
@@ -203,9 +203,7 @@ async def test_a_repeat_in_a_group_with_new_calls_leaves_their_inserts_whole(
 async def test_two_replicas_repeating_one_call_at_once_create_its_jobs_once(
     backend: Backend, clock: FakeClock
 ) -> None:
-    replicas = [backend.components(clock), backend.components(clock)]
-    for r in replicas:
-        await r.reconciler.ensure_index()
+    replicas = await two_replicas(backend, clock)
     calls = [f"call-{i}" for i in range(20)]
 
     async def producer(replica: Components) -> list[str]:
@@ -221,6 +219,29 @@ async def test_two_replicas_repeating_one_call_at_once_create_its_jobs_once(
     assert a == b
     assert len(set(a)) == 2 * len(calls)
     assert await replicas[0].runs.count_by_state() == {"queued": 2 * len(calls)}
+
+
+async def test_a_repeat_while_a_lease_waits_hands_it_nothing_and_leaves_it_waiting(
+    replica: Components,
+) -> None:
+    (first,) = _jobs(await replica.dispatcher.enqueue_batch("", [spec()], request_id="r"))
+    (taken,) = await lease(replica, ["q"])  # the queue is empty again
+    poll = asyncio.create_task(lease(replica, ["q"], wait_ms=60_000))
+    await parked(replica)
+
+    (again,) = _jobs(await replica.dispatcher.enqueue_batch("", [spec()], request_id="r"))
+    for _ in range(10):
+        await asyncio.sleep(0)  # a hand-off, had there been one, would have landed
+
+    assert not poll.done()
+    assert again.job.id == first.job.id == taken.job.id and not again.created
+    assert await replica.runs.count_by_state() == {"leased": 1}
+    leased = await replica.index.client.zrange(replica.index.keys.leased("default", "q"), 0, -1)
+    assert [m.decode() if isinstance(m, bytes) else m for m in leased] == [taken.job.id]
+    await parked(replica)  # the waiter was released and waits on
+    fresh = (await replica.dispatcher.enqueue("", spec())).job
+    (granted,) = await asyncio.wait_for(poll, timeout=30)
+    assert granted.job.id == fresh.id
 
 
 async def test_a_call_with_dependencies_is_recorded_in_its_transaction(
