@@ -6,6 +6,7 @@ milliseconds, so that SQL, Lua and Python agree on them exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -194,6 +195,34 @@ def construct(cls: type[T], **values: Any) -> T:
     if len(attrs) != len(names):
         raise TypeError(f"missing {cls.__name__} fields: {sorted(names - attrs.keys())}")
     return new
+
+
+def constructor(cls: type[T], given: Iterable[str]) -> Callable[[dict[str, Any]], T]:
+    """A maker of `cls` values for a hot path that always sets the same fields
+    (`given`) and leaves the others to their defaults: it takes those fields as
+    one dict and fills the rest from defaults computed once. `construct` costs
+    about 2.5 µs for a Job, most of it passing and checking 22 keyword
+    arguments; this 0.8 (timeit). The dict must hold exactly `given`: the
+    caller's test compares its values with `construct`'s."""
+    defaults, factories, names = _construction(cls)
+    wanted = frozenset(given)
+    if not wanted <= names:
+        raise TypeError(f"unknown {cls.__name__} fields: {sorted(wanted - names)}")
+    missing = names - wanted
+    if missing & factories.keys():  # each value needs its own object
+        raise TypeError(f"fields with a default factory must be given: {sorted(missing)}")
+    if not missing <= defaults.keys():
+        raise TypeError(f"missing {cls.__name__} fields: {sorted(missing - defaults.keys())}")
+    base = {name: defaults[name] for name in missing}
+
+    def make(values: dict[str, Any]) -> T:
+        new = object.__new__(cls)
+        attrs = new.__dict__
+        attrs.update(base)
+        attrs.update(values)
+        return new
+
+    return make
 
 
 def evolve(job: Job, **changes: Any) -> Job:

@@ -53,7 +53,7 @@ from dispatcher.domain.models import (
     NackItem,
     Placeable,
     Settled,
-    construct,
+    constructor,
     evolve,
 )
 from dispatcher.service import dependencies, enqueue_calls
@@ -591,32 +591,35 @@ class Dispatcher:
     def _new_job(
         self, ns: str, spec: JobSpec, run_at: int, now: int, trace_context: dict[str, str]
     ) -> Job:
-        return construct(
-            Job,
-            id=self.id_gen.new(now),
-            namespace=ns,
-            queue=spec.queue,
-            type=spec.type,
-            payload=spec.payload,
-            content_type=spec.content_type,
-            priority=spec.priority,
-            metadata=dict(spec.metadata),
-            state=JobState.QUEUED if run_at <= now else JobState.SCHEDULED,
-            attempt=0,
-            max_attempts=spec.max_attempts or self.limits.default_max_attempts,
-            retry_policy=validation.retry_policy(spec.retry_policy),
-            lease_duration_ms=spec.lease_duration_ms or self.limits.default_lease_ms,
-            created_ms=now,
-            run_at_ms=run_at,
-            idempotency_key=spec.idempotency_key or None,
-            trace_context=trace_context,
-            callback_url=spec.callback_url,
-            concurrency_key=spec.concurrency_key,
-            start_deadline_ms=None
-            if spec.start_within_ms is None
-            else run_at + spec.start_within_ms,
-            max_run_ms=spec.max_run_ms,
-            depends_on=list(spec.depends_on),
+        # The keys are `_NEW_JOB_FIELDS`; tests/unit/test_construct.py compares
+        # the job with `construct`'s.
+        return _make_new_job(
+            {
+                "id": self.id_gen.new(now),
+                "namespace": ns,
+                "queue": spec.queue,
+                "type": spec.type,
+                "payload": spec.payload,
+                "content_type": spec.content_type,
+                "priority": spec.priority,
+                "metadata": dict(spec.metadata),
+                "state": JobState.QUEUED if run_at <= now else JobState.SCHEDULED,
+                "attempt": 0,
+                "max_attempts": spec.max_attempts or self.limits.default_max_attempts,
+                "retry_policy": validation.retry_policy(spec.retry_policy),
+                "lease_duration_ms": spec.lease_duration_ms or self.limits.default_lease_ms,
+                "created_ms": now,
+                "run_at_ms": run_at,
+                "idempotency_key": spec.idempotency_key or None,
+                "trace_context": trace_context,
+                "callback_url": spec.callback_url,
+                "concurrency_key": spec.concurrency_key,
+                "start_deadline_ms": None
+                if spec.start_within_ms is None
+                else run_at + spec.start_within_ms,
+                "max_run_ms": spec.max_run_ms,
+                "depends_on": list(spec.depends_on),
+            }
         )
 
     async def _index_after_commit(self, write: Awaitable[None]) -> None:
@@ -1066,6 +1069,16 @@ def _give_jobs(requests: Sequence[InsertRequest], drafts: Sequence[_Draft]) -> N
             r.while_inserting([d.job for d in drafts if d.request is r])
         except Exception:  # a head start only: the call's answer is made without it
             logger.exception("work done while inserting failed")
+
+
+# The fields a new job is given; the rest start at their defaults (`_new_job`).
+_NEW_JOB_FIELDS = (
+    "id", "namespace", "queue", "type", "payload", "content_type", "priority", "metadata",
+    "state", "attempt", "max_attempts", "retry_policy", "lease_duration_ms", "created_ms",
+    "run_at_ms", "idempotency_key", "trace_context", "callback_url", "concurrency_key",
+    "start_deadline_ms", "max_run_ms", "depends_on",
+)  # fmt: skip
+_make_new_job = constructor(Job, _NEW_JOB_FIELDS)
 
 
 def _first_of_each_call(
