@@ -125,16 +125,6 @@ class InsertRequest:
     specs: Sequence[JobSpec | InvalidArgument] = ()  # every item's, for a repeat's answer
     failure: DispatchError | None = None  # the call fails whole (a reused request_id)
 
-    def record(self, drafts: Iterable[_Draft]) -> EnqueueCall | None:
-        """What this call records of `drafts` (those of every call of a group),
-        if it has a request_id."""
-        if not self.request_id:
-            return None
-        created = [(d.i, d.job.id) for d in drafts if d.request is self]
-        return enqueue_calls.record(
-            self.namespace, self.request_id, self.now, len(self.results), created
-        )
-
 
 @dataclass
 class _Draft:
@@ -374,7 +364,7 @@ class Dispatcher:
         if _insertable_at_once(requests):
             drafts = [d for r in requests for d in await self._drafts(None, r)]
             offers = self._offer_to_waiters(drafts)
-            calls = [c for r in requests if (c := r.record(drafts)) is not None]
+            calls = _call_records(requests, drafts)
             inserted, recorded = await self._while_inserting(
                 requests, drafts, self._insert_and_record(drafts, offers, calls)
             )
@@ -500,9 +490,7 @@ class Dispatcher:
                     if left is None:
                         drafts = [d for r in requests for d in await self._drafts(tx, r)]
                         # A call with a request_id has no keys: all its drafts insert.
-                        await tx.record_calls(
-                            [c for r in requests if (c := r.record(drafts)) is not None]
-                        )
+                        await tx.record_calls(_call_records(requests, drafts))
                     else:  # the calls were recorded with the first insert
                         drafts = await self._settle_collisions(tx, left)
                     created: list[_Draft] = []
@@ -1079,6 +1067,24 @@ _NEW_JOB_FIELDS = (
     "start_deadline_ms", "max_run_ms", "depends_on",
 )  # fmt: skip
 _make_new_job = constructor(Job, _NEW_JOB_FIELDS)
+
+
+def _call_records(requests: Sequence[InsertRequest], drafts: Sequence[_Draft]) -> list[EnqueueCall]:
+    """What the calls with a request_id record of their drafts (`drafts` are
+    those of every call of a group), in one pass over the drafts."""
+    created: dict[int, list[tuple[int, str]]] = {id(r): [] for r in requests if r.request_id}
+    if not created:
+        return []
+    for d in drafts:
+        mine = created.get(id(d.request))
+        if mine is not None:
+            mine.append((d.i, d.job.id))
+    calls = (
+        enqueue_calls.record(r.namespace, r.request_id, r.now, len(r.results), created[id(r)])
+        for r in requests
+        if r.request_id
+    )
+    return [c for c in calls if c is not None]
 
 
 def _first_of_each_call(
