@@ -684,7 +684,7 @@ class RunStore:
                     rows = await pg_driver.fetch(conn, pg_bulk.INSERT_NEW_JOBS, params)
                     return {r[0] for r in rows}
                 except IntegrityError as exc:
-                    if getattr(exc.orig, "constraint_name", None) != KEYS_INDEX:
+                    if not violated(exc, KEYS_INDEX, runs.name):
                         raise
                     self._skip_keys_for = KEY_TAKEN_HOLD
             rows = await pg_driver.fetch(conn, pg_bulk.INSERT_JOBS, params)
