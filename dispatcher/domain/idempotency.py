@@ -29,8 +29,13 @@ def same_request(job: Job, spec: JobSpec) -> bool:
     )
 
 
+def past_window(created_ms: int, now_ms: int, window_ms: int) -> bool:
+    """Whether a key (or an EnqueueBatch's request_id) made at `created_ms` is free again."""
+    return created_ms + window_ms <= now_ms
+
+
 def decide(existing: Job, spec: JobSpec, now_ms: int, window_ms: int) -> Decision:
-    if existing.created_ms + window_ms <= now_ms:
+    if past_window(existing.created_ms, now_ms, window_ms):
         return Decision.RELEASE
     if not same_request(existing, spec):
         raise AlreadyExists(

@@ -40,7 +40,7 @@ def record(
 
 def expired(call: EnqueueCall, now_ms: int, window_ms: int) -> bool:
     """Past the window, a request_id is free again, as an idempotency key is."""
-    return call.created_ms + window_ms <= now_ms
+    return idempotency.past_window(call.created_ms, now_ms, window_ms)
 
 
 def answer(
