@@ -203,8 +203,10 @@ def constructor(cls: type[T], given: Iterable[str]) -> Callable[[dict[str, Any]]
     one dict and fills the rest from defaults computed once, where `construct`
     passes and checks keyword arguments: a new job (`Dispatcher._new_job`, its
     id included) took 5.0-5.1 µs through `construct` and 3.4-3.5 this way
-    (timeit). The dict must hold exactly `given`: the caller's test compares
-    its values with `construct`'s."""
+    (timeit). The dict must hold every field of `given`; a field it holds
+    beyond them overrides its default (a converted spec sets only what its
+    message has set). Values are taken as given, unchecked: the caller's test
+    compares its values with `construct`'s."""
     defaults, factories, names = _construction(cls)
     wanted = frozenset(given)
     if not wanted <= names:

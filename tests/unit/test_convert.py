@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from dispatcher.api import convert
 from dispatcher.domain.errors import InvalidArgument
-from dispatcher.domain.models import JobState, Priority
+from dispatcher.domain.models import JobSpec, JobState, Priority, RetryPolicy
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 
@@ -83,3 +83,73 @@ def test_a_spec_with_maps_lists_and_durations_set_converts_each_of_them() -> Non
         ["01JDEP0000000000000000001"],
         2_500,
     )
+
+
+def test_every_job_spec_field_of_the_proto_has_a_conversion_to_a_domain_field() -> None:
+    numbers = {f.number for f in jpb.JobSpec.DESCRIPTOR.fields}
+    assert set(convert._SPEC_FIELDS) == numbers
+    names = {name for name, _ in convert._SPEC_FIELDS.values()}
+    assert names == set(JobSpec.__dataclass_fields__)
+
+
+def test_a_spec_with_every_field_set_converts_each_of_them() -> None:
+    spec = convert.to_domain_spec(
+        jpb.JobSpec(
+            queue="q",
+            type="t",
+            payload=b"{}",
+            content_type="application/json",
+            priority=jpb.PRIORITY_HIGH,
+            metadata={"team": "a"},
+            max_attempts=4,
+            retry_policy=jpb.RetryPolicy(multiplier=3.0),
+            lease_duration=duration_pb2.Duration(seconds=30),
+            run_at=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5_000_000),
+            idempotency_key="k",
+            callback_url="https://example.com/done",
+            start_within=duration_pb2.Duration(seconds=60),
+            max_run_time=duration_pb2.Duration(seconds=120),
+            depends_on=["01JDEP0000000000000000001"],
+            concurrency_key="c",
+        )
+    )
+    assert spec == JobSpec(
+        queue="q",
+        type="t",
+        payload=b"{}",
+        content_type="application/json",
+        priority=Priority.HIGH,
+        metadata={"team": "a"},
+        max_attempts=4,
+        retry_policy=RetryPolicy(multiplier=3.0),
+        lease_duration_ms=30_000,
+        run_at_ms=1_700_000_000_005,
+        idempotency_key="k",
+        callback_url="https://example.com/done",
+        start_within_ms=60_000,
+        max_run_ms=120_000,
+        depends_on=["01JDEP0000000000000000001"],
+        concurrency_key="c",
+    )
+    delayed = convert.to_domain_spec(
+        jpb.JobSpec(queue="q", type="t", delay=duration_pb2.Duration(seconds=5))
+    )
+    assert (delayed.delay_ms, delayed.run_at_ms) == (5_000, None)
+
+
+def test_converted_specs_share_no_metadata_or_dependency_list() -> None:
+    a, b = convert.to_domain_specs([jpb.JobSpec(queue="q", type="t")] * 2)
+    assert isinstance(a, JobSpec) and isinstance(b, JobSpec)
+    assert a.metadata is not b.metadata and a.depends_on is not b.depends_on
+
+
+def test_a_batch_item_with_an_unknown_priority_fails_alone_naming_its_field() -> None:
+    good = jpb.JobSpec(queue="q", type="t")
+    bad = jpb.JobSpec(queue="q", type="t", priority=77)  # type: ignore[arg-type]
+    out = convert.to_domain_specs([good, bad])
+    assert out[0] == JobSpec(queue="q", type="t")
+    assert isinstance(out[1], InvalidArgument)
+    assert out[1].violations[0].field == "jobs[1].priority"
+    with pytest.raises(InvalidArgument) as info:
+        convert.to_domain_spec(bad, "job")
+    assert info.value.violations[0].field == "job.priority"
