@@ -6,7 +6,7 @@ import pytest
 
 from dispatcher.app import Components
 from dispatcher.domain.errors import InvalidArgument
-from dispatcher.domain.models import JobState
+from dispatcher.domain.models import JobState, RetryPolicy
 from dispatcher.store.sql.engine import create_engine
 from dispatcher.store.sql.runs import RunStore
 from tests.backends import Backend
@@ -72,6 +72,15 @@ async def test_idempotency_keys_are_scoped_to_a_namespace(replica: Components) -
         (spec(delay_ms=-5), "job.delay"),
         (spec(metadata={"k": "v" * 2000}), "job.metadata[k]"),
         (spec(idempotency_key="line\nbreak"), "job.idempotency_key"),
+        (spec(content_type="x" * 257), "job.content_type"),
+        (spec(concurrency_key="line\nbreak"), "job.concurrency_key"),
+        # Each field whose zero value lets validation skip a group of checks,
+        # set alone: the skip must not hide it.
+        (spec(retry_policy=RetryPolicy(multiplier=0.5)), "job.retry_policy.multiplier"),
+        (spec(callback_url="ftp://example.com/x"), "job.callback_url"),
+        (spec(start_within_ms=10), "job.start_within"),
+        (spec(max_run_ms=8 * 24 * 3600 * 1000), "job.max_run_time"),
+        (spec(depends_on=["not-an-id"]), "job.depends_on[0]"),
     ],
 )
 async def test_an_invalid_spec_is_refused_with_the_field_named_and_nothing_written(
