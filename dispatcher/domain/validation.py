@@ -78,8 +78,8 @@ def spec(s: JobSpec, limits: Limits, prefix: str = "job") -> None:
     out = Violations()
     _content(out, s, limits, prefix)
     # A field left at its zero value is valid, and most jobs set none of these:
-    # their checks are skipped as a whole then (the three skipped calls were
-    # half of a plain spec's validation, timeit).
+    # their checks are skipped as a whole then (a benchmark spec, with no
+    # metadata either: 2.9 µs with every check called, 1.2 so, timeit).
     if (
         s.max_attempts
         or s.lease_duration_ms
