@@ -90,14 +90,10 @@ def _dur(ms: int) -> duration_pb2.Duration:
 
 
 def to_domain_priority(value: int, field: str) -> m.Priority:
-    priority = PRIORITY_TO_DOMAIN.get(value)
-    if priority is None:
-        raise _unknown_priority(field)
-    return priority
-
-
-def _unknown_priority(field: str) -> InvalidArgument:
-    return InvalidArgument.field(field, "is not a known priority")
+    try:
+        return PRIORITY_TO_DOMAIN[value]
+    except KeyError:
+        raise InvalidArgument.field(field, "is not a known priority") from None
 
 
 def to_domain_retry(p: jpb.RetryPolicy) -> m.RetryPolicy:
@@ -148,33 +144,24 @@ _SPEC_FIELDS: dict[int, tuple[str, Callable[[Any], Any] | None]] = {
 _make_spec = m.constructor(m.JobSpec, ("queue", "type", "metadata", "depends_on"))
 
 
-def _spec_or_none(s: jpb.JobSpec) -> m.JobSpec | None:
-    """The domain spec, or None when its priority is not a known value."""
+def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
     values: dict[str, Any] = {"queue": "", "type": "", "metadata": {}, "depends_on": []}
     for fd, value in s.ListFields():
         name, conversion = _SPEC_FIELDS[fd.number]
         values[name] = value if conversion is None else conversion(value)
     if "priority" in values:
-        priority = PRIORITY_TO_DOMAIN.get(values["priority"])
-        if priority is None:
-            return None
-        values["priority"] = priority
+        values["priority"] = to_domain_priority(values["priority"], f"{field}.priority")
     return _make_spec(values)
-
-
-def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
-    spec = _spec_or_none(s)
-    if spec is None:
-        raise _unknown_priority(f"{field}.priority")
-    return spec
 
 
 def to_domain_specs(specs: Sequence[jpb.JobSpec]) -> list[m.JobSpec | InvalidArgument]:
     """Convert batch items; an item that cannot even be converted fails on its own."""
     out: list[m.JobSpec | InvalidArgument] = []
     for i, s in enumerate(specs):
-        spec = _spec_or_none(s)
-        out.append(_unknown_priority(f"jobs[{i}].priority") if spec is None else spec)
+        try:
+            out.append(to_domain_spec(s, f"jobs[{i}]"))
+        except InvalidArgument as exc:
+            out.append(exc)
     return out
 
 
