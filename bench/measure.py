@@ -19,6 +19,11 @@ The same phases for every system, against its own Redis database:
    awaiting one job at a time, where the system's client has a path for it
    (ours: `Client(batch_window=...)`); never run either.
 
+Phases 4 and 5 each run `repeats` times, N jobs every time, and report the
+median rate: on 2 cores their N jobs take under two seconds, and one run's
+figure moved by a third with the machine's moment (the jobs are never run, so
+repeating them costs only the time).
+
 Writes CONFIG's `result` path as JSON (a `bench.report.SystemResult`).
 Standard library and redis-py only, plus the peer's own module.
 """
@@ -28,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import statistics
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -164,12 +170,24 @@ async def phase_round_trip(peer: Peer, cfg: dict[str, Any], res: SystemResult) -
     res.details["latency"] = "round trip of one bare call, calls spaced as the latency phase's"
 
 
+async def median_rate(
+    res: SystemResult, metric: str, n: int, repeats: int, run: Callable[[], Awaitable[None]]
+) -> None:
+    """Run `run` (n jobs) `repeats` times; the median jobs/s is the metric, and
+    every run's rate is kept in the details, in order, as `<metric>_each`."""
+    rates = [n / await seconds(run()) for _ in range(repeats)]
+    res.metrics[metric] = statistics.median(rates)
+    res.details[f"{metric}_each"] = rates
+
+
 async def phase_enqueue_batch(peer: Peer, cfg: dict[str, Any], res: SystemResult) -> None:
     if peer.batch_api is None:
         res.missing["enqueue_batch_per_s"] = NO_BATCH_API
         return
     n, size = cfg["jobs"], cfg["batch_size"]
-    res.metrics["enqueue_batch_per_s"] = n / await seconds(peer.enqueue_batch("batch", n, size))
+    await median_rate(
+        res, "enqueue_batch_per_s", n, cfg["repeats"], lambda: peer.enqueue_batch("batch", n, size)
+    )
     res.details["batch_api"] = f"{peer.batch_api}, {size} per call"
 
 
@@ -178,8 +196,13 @@ async def phase_enqueue_concurrent(peer: Peer, cfg: dict[str, Any], res: SystemR
         res.missing["enqueue_concurrent_per_s"] = NOT_MEASURED
         return
     n, callers = cfg["jobs"], cfg["callers"]
-    elapsed = await seconds(peer.enqueue_concurrent("conc", n, callers))
-    res.metrics["enqueue_concurrent_per_s"] = n / elapsed
+    await median_rate(
+        res,
+        "enqueue_concurrent_per_s",
+        n,
+        cfg["repeats"],
+        lambda: peer.enqueue_concurrent("conc", n, callers),
+    )
     res.details["concurrent_api"] = f"{peer.concurrent_api}, {callers} callers"
 
 
@@ -258,7 +281,15 @@ def main(argv: list[str]) -> int:
     res = SystemResult(cfg["name"], cfg["kind"], cfg.get("workers_label", ""))
     res.details["parameters"] = {
         k: cfg[k]
-        for k in ("jobs", "workers", "latency_jobs", "latency_interval", "batch_size", "callers")
+        for k in (
+            "jobs",
+            "workers",
+            "latency_jobs",
+            "latency_interval",
+            "batch_size",
+            "callers",
+            "repeats",
+        )
     }
     try:
         if cfg["redis_url"]:

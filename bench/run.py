@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-interval-ms", type=float, default=10.0)
     p.add_argument("--batch-size", type=int, default=100, help="jobs per batch-API call")
     p.add_argument("--callers", type=int, default=100, help="C, concurrent producer tasks (100)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each enqueue-only phase (batch API, concurrent callers), N jobs "
+        "each; the figure is their median (3)",
+    )
     p.add_argument("--timeout", type=float, help="seconds allowed per system (1200)")
     p.add_argument(
         "--rounds",
@@ -92,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     return args
 
 
@@ -104,6 +113,7 @@ def parameters(args: argparse.Namespace) -> dict[str, Any]:
         "latency_interval": args.latency_interval_ms / 1000,
         "batch_size": args.batch_size,
         "callers": args.callers,
+        "repeats": args.repeats,
         "warmup": 20,
         "settle": 1.0,
         "drain_timeout": base["drain_timeout"],
@@ -270,7 +280,8 @@ def meta_for(args: argparse.Namespace, params: dict[str, Any], argv: list[str]) 
         "parameters": (
             f"N={p['jobs']} jobs, W={p['workers']} worker processes, latency "
             f"{p['latency_jobs']} jobs {p['latency_interval'] * 1000:g} ms apart, batch "
-            f"{p['batch_size']} per call, {p['callers']} concurrent callers, "
+            f"{p['batch_size']} per call, {p['callers']} concurrent callers, enqueue-only "
+            f"phases the median of {p['repeats']} runs, "
             f"Redis {args.redis} (one db per system)"
         ),
         "params": p,
