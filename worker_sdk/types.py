@@ -165,13 +165,17 @@ class Enqueued:
     created: bool
 
     def __init__(self, job: Job, created: bool) -> None:
-        _set(self, _job=job, _load=None, created=created)
+        _setattr(self, "_job", job)
+        _setattr(self, "_load", None)
+        _setattr(self, "created", created)
 
     @classmethod
     def converted_on_read(cls, load: Callable[[], Job], created: bool) -> Enqueued:
         """An Enqueued whose job `load()` makes, once, when first read."""
         e = cls.__new__(cls)
-        _set(e, _job=None, _load=load, created=created)
+        _setattr(e, "_job", None)
+        _setattr(e, "_load", load)
+        _setattr(e, "created", created)
         return e
 
     @property
@@ -180,7 +184,8 @@ class Enqueued:
         if job is None:
             assert self._load is not None  # one of the two is always set
             job = self._load()
-            _set(self, _job=job, _load=None)
+            _setattr(self, "_job", job)
+            _setattr(self, "_load", None)
         return job
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -198,9 +203,10 @@ class Enqueued:
         return f"Enqueued(job={self.job!r}, created={self.created!r})"
 
 
-def _set(e: Enqueued, **values: object) -> None:
-    for name, value in values.items():
-        object.__setattr__(e, name, value)
+# Enqueued refuses setattr, so its slots are set past it. One call per slot, not
+# a loop over keyword arguments: a batch's 100 results took 165-166 µs to make,
+# 122-124 this way (`_enqueue_result`, timeit, 2-core machine).
+_setattr = object.__setattr__
 
 
 @dataclass(frozen=True)
