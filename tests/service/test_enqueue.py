@@ -92,6 +92,19 @@ async def test_an_invalid_spec_is_refused_with_the_field_named_and_nothing_writt
     assert await replica.runs.count_by_state() == {}
 
 
+async def test_a_malformed_dependency_is_refused_as_malformed_before_any_lookup(
+    replica: Components,
+) -> None:
+    # The dependency lookup would refuse the id too ("no job with this id"): the
+    # description tells that validation's lifecycle checks ran, skip or not.
+    with pytest.raises(InvalidArgument) as info:
+        await replica.dispatcher.enqueue("", spec(depends_on=["not-an-id"]))
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        ("job.depends_on[0]", "must be a 26-character job id")
+    ]
+    assert await replica.runs.count_by_state() == {}
+
+
 async def test_a_namespace_that_could_forge_a_redis_key_is_refused(replica: Components) -> None:
     for ns in ["a}b", "a/b", "a:b", "*", "x\x00"]:
         with pytest.raises(InvalidArgument):
