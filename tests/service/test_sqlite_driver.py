@@ -73,15 +73,13 @@ async def test_a_lease_and_an_ack_are_committed_with_their_events(
     job = await _queued(runs)
     token = new_lease_token(job.id)
     leased = await runs.lease_queued("default", [(job.id, token)], "w", NOW, None, "")
-    assert _seen_elsewhere(path, job.id) == ("leased", [(1, "queued"), (2, "leased")])
+    # Version 1, QUEUED at creation, is implied by the row (`runs.FIRST_EVENT_IMPLIED`).
+    assert _seen_elsewhere(path, job.id) == ("leased", [(2, "leased")])
     acked = await runs.ack_held(
         "default", [AckHeld(job.id, token, b"ok", "text/plain")], NOW + 1, ""
     )
     assert (leased[job.id].state, acked[job.id].state) == (JobState.LEASED, JobState.SUCCEEDED)
-    assert _seen_elsewhere(path, job.id) == (
-        "succeeded",
-        [(1, "queued"), (2, "leased"), (3, "succeeded")],
-    )
+    assert _seen_elsewhere(path, job.id) == ("succeeded", [(2, "leased"), (3, "succeeded")])
 
 
 async def test_a_failed_events_insert_undoes_the_update_and_frees_the_writer(
@@ -126,25 +124,31 @@ async def test_an_error_between_the_statements_rolls_back(db: tuple[RunStore, Pa
         # The pooled connection has no transaction left open.
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None and not raw.in_transaction
-    assert _seen_elsewhere(path, job.id) == ("queued", [(1, "queued")])
+    assert _seen_elsewhere(path, job.id) == ("queued", [])  # no lease, no event of it
 
 
 def _new(key: str | None = None) -> Job:
     return stored_job(_ids.new(NOW), queue="q", created_ms=NOW, run_at_ms=NOW, idempotency_key=key)
 
 
+def _scheduled() -> Job:
+    return dataclasses.replace(_new(), state=JobState.SCHEDULED, run_at_ms=NOW + 60_000)
+
+
 async def test_new_jobs_are_committed_with_their_first_events(db: tuple[RunStore, Path]) -> None:
     runs, path = db
-    jobs = [_new(), _new()]
-    assert await runs.insert_committed(jobs) == {j.id for j in jobs}
-    for j in jobs:
-        assert _seen_elsewhere(path, j.id) == ("queued", [(1, "queued")])
+    queued, scheduled = _new(), _scheduled()
+    assert await runs.insert_committed([queued, scheduled]) == {queued.id, scheduled.id}
+    # A job born QUEUED has no row for its version 1: its own row implies it.
+    assert _seen_elsewhere(path, queued.id) == ("queued", [])
+    assert _seen_elsewhere(path, scheduled.id) == ("scheduled", [(1, "scheduled")])
+    for j in (queued, scheduled):
         assert await runs.get(j.id) == j
 
 
 async def test_a_first_event_holds_each_of_its_columns(db: tuple[RunStore, Path]) -> None:
     runs, path = db
-    job = dataclasses.replace(_new(), created_ms=NOW - 7)  # every column a distinct value
+    job = dataclasses.replace(_scheduled(), created_ms=NOW - 7)  # every column a distinct value
     await runs.insert_committed([job])
     other = sqlite3.connect(path)
     try:
@@ -152,7 +156,7 @@ async def test_a_first_event_holds_each_of_its_columns(db: tuple[RunStore, Path]
         (row,) = [dict(zip([d[0] for d in cursor.description], r, strict=True)) for r in cursor]
     finally:
         other.close()
-    expected = {"version": 1, "state": "queued", "attempt": 0, "at": NOW - 7, "error": ""}
+    expected = {"version": 1, "state": "scheduled", "attempt": 0, "at": NOW - 7, "error": ""}
     assert row == {"job_id": job.id, **expected}
 
 

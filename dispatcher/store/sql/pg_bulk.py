@@ -11,8 +11,9 @@ turns back into rows: one array per column cost asyncpg two abstract-base-class
 checks per element, and PostgreSQL 40 arrays to parse. Changes, leases and
 acks bind one array per column (few columns each). The first transition of
 every inserted job is written by the same statement, from the rows the insert
-returned, so a job skipped for a taken idempotency key gets no event (and a
-job inserted already LEASED, handed to a waiting Lease, gets its two).
+returned, so a job skipped for a taken idempotency key gets no event; a job
+born QUEUED gets none either, its version 1 being implied by its row (and a
+job inserted already LEASED, handed to a waiting Lease, gets its version 2).
 """
 
 from __future__ import annotations
@@ -71,11 +72,10 @@ def _statement(skip_taken_keys: bool) -> TextClause:
         f"), events AS ("
         f" INSERT INTO run_events ({EVENT_COLUMNS})"
         f" SELECT id, version, state, attempt, created_at, '' FROM inserted"
-        # A job handed to a waiting Lease is inserted LEASED at version 2: its
-        # QUEUED version 1 is recorded too (both at its creation, which is when
-        # it was leased).
-        f" UNION ALL SELECT id, 1, '{JobState.QUEUED.value}', 0, created_at, ''"
-        f" FROM inserted WHERE state = '{JobState.LEASED.value}'"
+        # A version 1 QUEUED at creation is the row's own start, and has no
+        # event row (`runs.FIRST_EVENT_IMPLIED`): that also covers a job handed
+        # to a waiting Lease, inserted LEASED at version 2, whose event is this.
+        f" WHERE state <> '{JobState.QUEUED.value}'"
         # The EnqueueBatch calls made with a request_id, recorded with their jobs
         # (none for most statements). No ON CONFLICT: a repeated call fails the
         # statement whole, on `tables.CALLS_KEY`.
