@@ -4,10 +4,10 @@ Otherwise a new job for an idle worker takes two more round trips once its
 insert commits: the waiting Lease wakes, picks the job in Redis (`lease.lua`)
 and leases it in SQL, and only then answers. Handed off, the job's row is
 inserted already LEASED (version 2, its transition in run_events; its QUEUED
-version 1, at the same moment, is implied by the row as for any job born QUEUED), its
-lease is recorded in Redis (`hand_off.lua`) while the insert runs, and the
-waiter answers as soon as both are done: the two round trips overlap instead of
-following one another.
+version 1, at the same moment, is implied by the row as for any job born
+QUEUED), its lease is recorded in Redis (`hand_off.lua`) while the insert
+runs, and the waiter answers as soon as both are done: the two round trips
+overlap instead of following one another.
 
 Only plain jobs are handed: ready now (QUEUED), without a concurrency key, in
 a namespace without a lease quota, to a waiter idle on this replica, in a queue

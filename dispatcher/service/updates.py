@@ -3,8 +3,8 @@
 No gap, no duplicate: a subscriber registers for notices *before* reading the
 snapshot, then for each job reads from the run_events table every version
 after the last one it sent (a QUEUED version 1 is read from the job's own row,
-which implies it: `RunStore.events_after`). A notice (from Redis pub/sub, published after each
-commit) only says "look again"; the events come from SQL. Followed job ids
+which implies it: `RunStore.events_after`). A notice (from Redis pub/sub,
+published after each commit) only says "look again"; the events come from SQL. Followed job ids
 are also re-read every second, so a lost notice delays an update but never
 loses it.
 

@@ -73,7 +73,7 @@ async def test_a_lease_and_an_ack_are_committed_with_their_events(
     job = await _queued(runs)
     token = new_lease_token(job.id)
     leased = await runs.lease_queued("default", [(job.id, token)], "w", NOW, None, "")
-    # Version 1, QUEUED at creation, is implied by the row (`runs.FIRST_EVENT_IMPLIED`).
+    # Version 1, QUEUED at creation, is implied by the row (`tables.FIRST_EVENT_IMPLIED`).
     assert _seen_elsewhere(path, job.id) == ("leased", [(2, "leased")])
     acked = await runs.ack_held(
         "default", [AckHeld(job.id, token, b"ok", "text/plain")], NOW + 1, ""

@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextClause, text
 from sqlalchemy.types import TypeEngine
 
-from dispatcher.domain.models import JobState
 from dispatcher.store.sql.tables import (
     ACKED_COLUMNS,
+    FIRST_EVENT_IMPLIED,
     KEYED,
     RUN_EVENTS_COLUMN_NAMES,
     RUNS_COLUMN_NAMES,
@@ -73,9 +73,9 @@ def _statement(skip_taken_keys: bool) -> TextClause:
         f" INSERT INTO run_events ({EVENT_COLUMNS})"
         f" SELECT id, version, state, attempt, created_at, '' FROM inserted"
         # A version 1 QUEUED at creation is the row's own start, and has no
-        # event row (`runs.FIRST_EVENT_IMPLIED`): that also covers a job handed
+        # event row (`tables.FIRST_EVENT_IMPLIED`): that also covers a job handed
         # to a waiting Lease, inserted LEASED at version 2, whose event is this.
-        f" WHERE state <> '{JobState.QUEUED.value}'"
+        f" WHERE state <> '{FIRST_EVENT_IMPLIED.value}'"
         # The EnqueueBatch calls made with a request_id, recorded with their jobs
         # (none for most statements). No ON CONFLICT: a repeated call fails the
         # statement whole, on `tables.CALLS_KEY`.

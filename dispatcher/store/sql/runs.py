@@ -53,6 +53,7 @@ from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.held_connection import HeldConnection
 from dispatcher.store.sql.tables import (
     CALLS_KEY,
+    FIRST_EVENT_IMPLIED,
     KEYED,
     KEYS_INDEX,
     RUN_EVENTS_COLUMN_NAMES,
@@ -301,17 +302,6 @@ def row_to_job(r: Sequence[Any]) -> Job:
         lease_principal=lease_principal,
         wait_reason="",
     )
-
-
-# A job's version 1 is QUEUED at its creation unless `run_events` holds a row for
-# it: a job born QUEUED (most are) gets no row for its first transition, which
-# its `runs` row already implies (its id, its created_at), and
-# `RunStore.events_after` derives it. Not writing it took about a sixth of
-# PostgreSQL's insert of 100 jobs (1.60-1.92 ms a call became 1.36-1.47, the
-# backend's CPU 1.10-1.35 ms became 0.85-0.95; asyncpg, alternating, 6 rounds of
-# 200). Every other first state (SCHEDULED, WAITING, CANCELLED) has its row, and
-# so has the version 2 of a job inserted LEASED (handed to a waiting Lease).
-FIRST_EVENT_IMPLIED = JobState.QUEUED
 
 
 def _first_events(jobs: Sequence[Job], inserted: set[str]) -> list[Transition]:
