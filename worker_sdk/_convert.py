@@ -19,6 +19,7 @@ from worker_sdk.types import (
     JobRequest,
     JobState,
     JobUpdate,
+    JobView,
     Priority,
     Progress,
     TerminalReason,
@@ -57,6 +58,11 @@ REASON_TO_PROTO: Mapping[TerminalReason, jpb.TerminalReason.ValueType] = {
     TerminalReason.DEPENDENCY_FAILED: jpb.TERMINAL_REASON_DEPENDENCY_FAILED,
 }
 REASON_FROM_PROTO = {v: k for k, v in REASON_TO_PROTO.items()}
+# FULL is the server's default: sent as unspecified, as before JobView existed.
+VIEW_TO_PROTO: Mapping[JobView, pb.JobView.ValueType] = {
+    JobView.FULL: pb.JOB_VIEW_UNSPECIFIED,
+    JobView.BASIC: pb.JOB_VIEW_BASIC,
+}
 
 
 def duration(d: timedelta) -> Duration:

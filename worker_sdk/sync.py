@@ -17,7 +17,7 @@ from worker_sdk.client import Client
 from worker_sdk.errors import DispatcherError
 from worker_sdk.options import ConnectOptions
 from worker_sdk.schedules import MisfirePolicy, Schedule
-from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobUpdate
+from worker_sdk.types import Enqueued, Job, JobOptions, JobRequest, JobUpdate, JobView
 
 T = TypeVar("T")
 
@@ -68,9 +68,11 @@ class SyncClient:
         """See `Client.enqueue`."""
         return self._run(self._client.enqueue(queue, type, payload, options))
 
-    def enqueue_many(self, requests: Iterable[JobRequest]) -> list[Enqueued | DispatcherError]:
+    def enqueue_many(
+        self, requests: Iterable[JobRequest], *, view: JobView = JobView.FULL
+    ) -> list[Enqueued | DispatcherError]:
         """See `Client.enqueue_many`."""
-        return self._run(self._client.enqueue_many(list(requests)))
+        return self._run(self._client.enqueue_many(list(requests), view=view))
 
     def get(self, job_id: str) -> Job:
         """See `Client.get`."""

@@ -52,6 +52,18 @@ class TerminalReason(Enum):
     DEPENDENCY_FAILED = "dependency_failed"
 
 
+class JobView(Enum):
+    """How much of each job an enqueue's reply carries (the API's `JobView`)."""
+
+    FULL = "full"
+    """Every field, as `Client.get` returns it."""
+    BASIC = "basic"
+    """What the server decided: id, namespace, queue, type, state, version,
+    created_at and next_run_at. Every other field is at its zero value: the
+    payload is not sent back (b""), nor the metadata ({}). For producers that
+    need only the ids: a smaller reply, cheaper for the server and the SDK."""
+
+
 @dataclass(frozen=True)
 class Backoff:
     """How long a failed job waits before its next attempt: exponential, capped, jittered.

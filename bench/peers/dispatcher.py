@@ -12,6 +12,11 @@ harness: a `Producer` (enqueue one payload, enqueue many) picked from
 `PRODUCERS`, and the worker process `bench.peers.dispatcher_worker`, whose
 `--client` picks a loop from its `WORKERS`. Option "client" chooses both
 ("sdk" by default, "raw" for the generated stubs alone).
+
+The batch phase asks for the BASIC view of the new jobs (`JobView.BASIC`: ids,
+states and times, no payload sent back), as a bulk producer that needs only
+the ids would; RQ's `enqueue_many` builds its Job objects on the client and
+gets nothing back from Redis but the pipeline's replies.
 """
 
 from __future__ import annotations
@@ -114,7 +119,9 @@ class RawProducer:
         await self.stub.Enqueue(pb.EnqueueRequest(job=spec(queue, body)), timeout=30)
 
     async def enqueue_many(self, queue: str, bodies: Sequence[bytes]) -> None:
-        request = pb.EnqueueBatchRequest(jobs=[spec(queue, b) for b in bodies])
+        request = pb.EnqueueBatchRequest(
+            jobs=[spec(queue, b) for b in bodies], view=pb.JOB_VIEW_BASIC
+        )
         resp = await self.stub.EnqueueBatch(request, timeout=60)
         bad = [r.error for r in resp.results if r.error.code]
         if bad:
@@ -151,11 +158,11 @@ class SdkProducer:
         )
 
     async def enqueue_many(self, queue: str, bodies: Sequence[bytes]) -> None:
-        from worker_sdk import DispatcherError, JobOptions, JobRequest
+        from worker_sdk import DispatcherError, JobOptions, JobRequest, JobView
 
         options = JobOptions(content_type="application/json")
         results = await self.client.enqueue_many(
-            [JobRequest(queue, JOB_TYPE, b, options) for b in bodies]
+            [JobRequest(queue, JOB_TYPE, b, options) for b in bodies], view=JobView.BASIC
         )
         bad = [r for r in results if isinstance(r, DispatcherError)]
         if bad:

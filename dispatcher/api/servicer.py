@@ -25,14 +25,15 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         self._streams = streams
 
     async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
+        basic = convert.basic_view(request.view)
         out = await self._service.enqueue(request.namespace, convert.to_domain_spec(request.job))
-        return convert.to_proto_enqueue(out)
+        return convert.to_proto_enqueue(out, basic)
 
     async def EnqueueBatch(
         self, request: pb.EnqueueBatchRequest, context: Context
     ) -> pb.EnqueueBatchResponse:
+        reply = convert.PreparedBatchReply(convert.basic_view(request.view))
         specs = convert.to_domain_specs(request.jobs)
-        reply = convert.PreparedBatchReply()
         out = await self._service.enqueue_batch(
             request.namespace, specs, while_inserting=reply.prepare, request_id=request.request_id
         )

@@ -23,6 +23,7 @@ from worker_sdk import (
     JobOptions,
     JobRequest,
     JobState,
+    JobView,
     NotFound,
     Priority,
     SyncClient,
@@ -102,6 +103,35 @@ async def test_enqueue_many_returns_one_result_per_request_in_order(client: Clie
     ok = [r for r in results if isinstance(r, Enqueued)]
     assert [r.job.json() for r in ok] == [{"i": 1}, {"i": 3}]
     assert all(r.created for r in ok)
+
+
+async def test_enqueue_many_in_the_basic_view_returns_ids_and_states_without_payloads(
+    client: Client,
+) -> None:
+    results = await client.enqueue_many(
+        [JobRequest("q", "t", {"i": 1}, JobOptions(metadata={"k": "v"})), JobRequest("", "t")],
+        view=JobView.BASIC,
+    )
+    made, refused = results
+    assert isinstance(made, Enqueued) and made.created
+    assert isinstance(refused, InvalidArgument)
+    job = made.job
+    assert (job.queue, job.type, job.state, job.version) == ("q", "t", JobState.QUEUED, 1)
+    assert job.created_at is not None
+    assert (job.payload, dict(job.metadata)) == (b"", {})
+    stored = await client.get(job.id)
+    assert (stored.json(), dict(stored.metadata)) == ({"i": 1}, {"k": "v"})
+
+
+async def test_the_sync_client_passes_the_view_on(app: DispatcherApp) -> None:
+    def blocking_code() -> tuple[bytes, bytes]:
+        with SyncClient(ConnectOptions(address=f"127.0.0.1:{app.port}")) as client:
+            (basic,) = client.enqueue_many([JobRequest("q", "t", {"n": 1})], view=JobView.BASIC)
+            (full,) = client.enqueue_many([JobRequest("q", "t", {"n": 1})])
+            assert isinstance(basic, Enqueued) and isinstance(full, Enqueued)
+            return basic.job.payload, full.job.payload
+
+    assert await asyncio.to_thread(blocking_code) == (b"", b'{"n":1}')
 
 
 async def test_identical_requests_without_keys_each_make_their_own_job_within_and_across_calls(

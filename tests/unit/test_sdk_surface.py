@@ -13,13 +13,14 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 import worker_sdk
 from worker_sdk import _convert
+from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 EXPECTED = {
     "AlreadyExists", "Backoff", "Client", "ConnectOptions", "DeadlineExceeded",
     "DispatcherError", "Enqueued", "FailedPrecondition", "InvalidArgument", "Job",
     "JobContext", "JobFailed", "JobOptions", "JobRequest", "JobState", "JobUpdate",
-    "LoopUnavailable", "MisfirePolicy", "Schedule",
+    "JobView", "LoopUnavailable", "MisfirePolicy", "Schedule",
     "NonRetryable", "NotFound", "PermissionDenied", "Priority", "Progress", "QueueLimits",
     "ResourceExhausted", "Retry", "RetryOptions", "SyncClient", "TerminalReason",
     "Unauthenticated", "Unavailable", "Worker", "WorkerOptions", "tune_for_service",
@@ -78,3 +79,10 @@ def test_every_proto_enum_value_maps_to_an_sdk_value_and_back(
         assert back[table[value]] == value
     members: type[Enum] = type(next(iter(back)))
     assert set(back) == set(members)  # every SDK member is mapped
+
+
+def test_every_sdk_view_maps_to_a_proto_view_and_basic_is_asked_for_by_name() -> None:
+    assert set(_convert.VIEW_TO_PROTO) == set(worker_sdk.JobView)
+    assert _convert.VIEW_TO_PROTO[worker_sdk.JobView.BASIC] == pb.JOB_VIEW_BASIC
+    full = _convert.VIEW_TO_PROTO[worker_sdk.JobView.FULL]
+    assert full in (pb.JOB_VIEW_UNSPECIFIED, pb.JOB_VIEW_FULL)

@@ -10,6 +10,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,14 +22,51 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """The default: FULL."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """What the server decided and the producer needs to follow the job: id,
+    namespace, queue, type, state, version, create_time and next_run_time.
+    Every other field is left unset: the payload and metadata are not echoed
+    back. For producers that keep what they sent and need only the ids, as
+    most bulk producers do: the reply is smaller and cheaper to build and read.
+    """
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every field, as GetStatus returns it."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of each job an Enqueue or EnqueueBatch reply carries (AIP-157)."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""The default: FULL."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""What the server decided and the producer needs to follow the job: id,
+namespace, queue, type, state, version, create_time and next_run_time.
+Every other field is left unset: the payload and metadata are not echoed
+back. For producers that keep what they sent and need only the ids, as
+most bulk producers do: the reply is smaller and cheaper to build and read.
+"""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every field, as GetStatus returns it."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 @_typing.final
 class EnqueueRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Defaults to "default". Same charset as queue names."""
+    view: Global___JobView.ValueType
+    """How much of the job the reply carries. Unspecified: FULL."""
     @_builtins.property
     def job(self) -> _job_pb2.JobSpec: ...
     def __init__(
@@ -36,10 +74,11 @@ class EnqueueRequest(_message.Message):
         *,
         namespace: _builtins.str = ...,
         job: _job_pb2.JobSpec | None = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "namespace", b"namespace", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -76,6 +115,7 @@ class EnqueueBatchRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Defaults to "default"."""
     request_id: _builtins.str
@@ -93,6 +133,8 @@ class EnqueueBatchRequest(_message.Message):
     characters; cannot be combined with jobs' idempotency_key
     (INVALID_ARGUMENT). Empty: no deduplication of the call.
     """
+    view: Global___JobView.ValueType
+    """How much of each job the reply carries. Unspecified: FULL."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobSpec]:
         """1 to 1000 jobs."""
@@ -103,10 +145,11 @@ class EnqueueBatchRequest(_message.Message):
         namespace: _builtins.str = ...,
         jobs: _abc.Iterable[_job_pb2.JobSpec] | None = ...,
         request_id: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "namespace", b"namespace", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "namespace", b"namespace", "request_id", b"request_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
