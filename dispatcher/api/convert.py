@@ -253,11 +253,9 @@ def basic_view(view: int) -> bool:
 
 def fill_basic(target: jpb.Job, j: m.Job) -> None:
     """Set the BASIC view's fields of `target` (`JobView`): what the server decided
-    and a producer needs to follow the job. A job's message in this view costs
-    a fraction of a full one, and the reply carries no payload back: by hand on
-    PostgreSQL, 100-job EnqueueBatch calls with replies of only ids, states and
-    creation times ran 7% faster (medians of six alternating runs of 400 calls)
-    and used 0.4-0.5 ms less of the server's CPU per call."""
+    and a producer needs to follow the job, and no payload sent back. Measured
+    with timeit on a reply of 100 benchmark jobs: 129 µs to build in this view
+    (`JobMessages`) against 315 in full, 8,800 bytes against 17,890."""
     target.id = j.id
     target.namespace = j.namespace
     target.queue = j.queue
@@ -289,7 +287,7 @@ class JobMessages:
 
     def fill(self, target: jpb.Job, j: m.Job) -> None:
         if self._basic:
-            fill_basic(target, j)
+            self._fill_basic(target, j)
             return
         shape = (*_SHAPE(j), j.start_deadline_ms is None)
         if self._template is None or shape != self._shape:
@@ -306,6 +304,19 @@ class JobMessages:
             _set_ms(target.next_run_time, next_run)
         if j.start_deadline_ms is not None:
             _set_ms(target.start_deadline_time, j.start_deadline_ms)
+
+    def _fill_basic(self, target: jpb.Job, j: m.Job) -> None:
+        """`fill_basic`, by copying the previous job's message when only the id
+        differs, as it does between the jobs of one call (made at the same
+        moment): 0.8 µs a job instead of 2.0 (timeit, 100 jobs), the times'
+        sub-messages being the dearest part to set."""
+        shape = (j.namespace, j.queue, j.type, j.state, j.version, j.created_ms, j.next_run_ms)
+        if self._template is None or shape != self._shape:
+            fill_basic(target, j)
+            self._shape, self._template = shape, target
+            return
+        target.CopyFrom(self._template)
+        target.id = j.id
 
 
 def to_proto_error(exc: DispatchError) -> jpb.ItemError:

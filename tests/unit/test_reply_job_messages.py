@@ -11,6 +11,7 @@ from dispatcher.domain.errors import InvalidArgument
 from dispatcher.domain.models import Enqueued, GrantedLease, Job
 from tests.service.helpers import stored_job
 from tests.unit.test_runs_rows import _job_with_every_field_distinct
+from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 BASE = stored_job("01JBASE0000000000000000001", metadata={"team": "a"})
 OTHER = dataclasses.replace(_job_with_every_field_distinct(), wait_reason="waits-p")
@@ -96,3 +97,31 @@ def test_jobs_made_at_different_moments_each_keep_their_own_times() -> None:
 
     assert [le.job for le in reply.leases] == [convert.to_proto_job(j) for j in jobs]
     assert len({le.job.create_time.ToMilliseconds() for le in reply.leases}) == 3
+
+
+def _basic(j: Job) -> jpb.Job:
+    out = jpb.Job()
+    convert.fill_basic(out, j)
+    return out
+
+
+def test_a_basic_reply_holds_each_jobs_own_basic_message() -> None:
+    """In the BASIC view a message is copied when only the id differs: every
+    field change of `variants` (the times and state among them) must show."""
+    jobs = variants()
+
+    reply = convert.to_proto_enqueue_batch([Enqueued(j, created=True) for j in jobs], basic=True)
+
+    assert [r.job for r in reply.results] == [_basic(j) for j in jobs]
+    assert all(not r.job.payload and not r.job.metadata for r in reply.results)
+
+
+def test_jobs_of_one_call_in_the_basic_view_differ_in_their_ids_only() -> None:
+    jobs = [dataclasses.replace(BASE, id=f"01JBASE{i:019d}", payload=b"%d" % i) for i in range(3)]
+    prepared = convert.PreparedBatchReply(basic=True)
+    prepared.prepare(jobs)
+
+    reply = prepared.reply([Enqueued(j, created=True) for j in jobs])
+
+    assert [r.job.id for r in reply.results] == [j.id for j in jobs]
+    assert [r.job for r in reply.results] == [_basic(j) for j in jobs]
