@@ -261,8 +261,7 @@ class Client:
             spec = batch.jobs.add()
             key = r.options.idempotency_key
             keyed = keyed or key is not None
-            specs.fill(spec, r, key or "")
-            size += spec.ByteSize()
+            size += specs.fill(spec, r, key or "")
             if len(batch.jobs) >= MAX_BATCH or size >= MAX_BATCH_BYTES:
                 yield _retry_safe(batch, keyed, f"{call}-{first}")
                 batch = pb.EnqueueBatchRequest(namespace=self.namespace, view=view)

@@ -47,3 +47,38 @@ def test_every_spec_of_a_batch_is_what_job_spec_makes_alone() -> None:
     assert [s.payload for s in made[:2]] == [b"one", b"two"]
     assert made[2].content_type == "application/json" and made[0].content_type == ""
     assert made[6].retry_policy.initial_backoff.seconds == 2 and made[7].delay.seconds == 60
+
+
+def test_a_copy_without_a_key_after_a_keyed_template_has_no_key() -> None:
+    options = JobOptions()
+    requests = [JobRequest("q", "t", b"%d" % i, options) for i in range(4)]
+    keys = ["first", "", "third", ""]
+    specs = JobSpecs()
+    batch = pb.EnqueueBatchRequest()
+
+    for r, key in zip(requests, keys, strict=True):
+        specs.fill(batch.jobs.add(), r, key)
+
+    assert [s.idempotency_key for s in batch.jobs] == keys
+    assert list(batch.jobs) == [job_spec(r, k) for r, k in zip(requests, keys, strict=True)]
+
+
+def test_the_size_fill_returns_is_each_specs_encoded_size() -> None:
+    """A copied spec's size is counted, not encoded: payloads and keys across
+    the varint length boundaries, empty ones (not encoded at all), and a
+    template whose own payload and key differ in size from the copies'."""
+    options = JobOptions(metadata={"tenant": "a"}, max_attempts=5)
+    lengths = [40, 0, 1, 127, 128, 16_383, 16_384, 300_000, 2_097_152]
+    keys = ["k", "", "k" * 127, "k" * 128, "é" * 70]  # a multi-byte key: its encoded length
+    specs = JobSpecs()
+    batch = pb.EnqueueBatchRequest()
+
+    sizes = []
+    for i, n in enumerate(lengths):
+        for key in keys:
+            request = JobRequest("q", "t", b"x" * n, options if i % 4 else JobOptions())
+            spec = batch.jobs.add()
+            sizes.append((specs.fill(spec, request, key), spec.ByteSize()))
+
+    assert all(counted == encoded for counted, encoded in sizes)
+    assert len(sizes) == len(lengths) * len(keys)
