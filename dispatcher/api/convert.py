@@ -289,12 +289,9 @@ class JobMessages:
         if self._basic:
             self._fill_basic(target, j)
             return
-        shape = (*_SHAPE(j), j.start_deadline_ms is None)
-        if self._template is None or shape != self._shape:
+        if not self._copied_previous(target, (*_SHAPE(j), j.start_deadline_ms is None)):
             target.CopyFrom(to_proto_job(j))
-            self._shape, self._template = shape, target
             return
-        target.CopyFrom(self._template)
         target.id = j.id
         target.payload = j.payload
         target.idempotency_key = j.idempotency_key or ""
@@ -306,17 +303,25 @@ class JobMessages:
             _set_ms(target.start_deadline_time, j.start_deadline_ms)
 
     def _fill_basic(self, target: jpb.Job, j: m.Job) -> None:
-        """`fill_basic`, by copying the previous job's message when only the id
+        """`fill_basic`, copying the previous job's message when only the id
         differs, as it does between the jobs of one call (made at the same
         moment): 0.8 µs a job instead of 2.0 (timeit, 100 jobs), the times'
         sub-messages being the dearest part to set."""
         shape = (j.namespace, j.queue, j.type, j.state, j.version, j.created_ms, j.next_run_ms)
-        if self._template is None or shape != self._shape:
+        if not self._copied_previous(target, shape):
             fill_basic(target, j)
-            self._shape, self._template = shape, target
             return
-        target.CopyFrom(self._template)
         target.id = j.id
+
+    def _copied_previous(self, target: jpb.Job, shape: tuple[object, ...]) -> bool:
+        """Copy the previous message into `target` if its job had the same
+        `shape`, and say so; else `target`, which the caller then builds in
+        full, becomes the message the next jobs are compared with."""
+        if self._template is not None and shape == self._shape:
+            target.CopyFrom(self._template)
+            return True
+        self._shape, self._template = shape, target
+        return False
 
 
 def to_proto_error(exc: DispatchError) -> jpb.ItemError:
