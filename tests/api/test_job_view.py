@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from tests.api.test_errors import job
 from worker_sdk._proto.dispatch.v1 import dispatcher_pb2 as pb
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
@@ -25,12 +26,6 @@ BASIC_FIELDS = {
     "create_time",
     "next_run_time",
 }
-
-
-def job(**kw: Any) -> jpb.JobSpec:
-    kw.setdefault("queue", "q")
-    kw.setdefault("type", "t")
-    return jpb.JobSpec(**kw)
 
 
 def set_fields(message: jpb.Job) -> set[str]:
