@@ -255,17 +255,26 @@ class Dispatcher:
         created = await self._insert_idempotently(request)
         if request.failure is not None:
             raise request.failure
-        # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
-        # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
-        runnable = [j for j in created if j.state in (JobState.QUEUED, JobState.SCHEDULED)]
-        news = job_notices(created)
-        if all(j.state is JobState.LEASED for j in created):
-            self.late_notices.send(news)  # handed to waiting Leases: already in Redis
-        else:  # indexed after the answer; this replica's readers wait for it
-            await self.index_behind.add(runnable, news)
+        await self._index_created(created)
         for (q_ns, q_name), n in Counter((j.namespace, j.queue) for j in created).items():
             telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])
+
+    async def _index_created(self, created: Sequence[Job]) -> None:
+        """Make new jobs leasable, after the answer, and announce them all."""
+        if all(j.state is JobState.LEASED for j in created):
+            # handed to waiting Leases: already in Redis
+            self.late_notices.send(job_notices(created))
+            return
+        # A job born WAITING (dependencies) or CANCELLED is not ready: it is indexed
+        # by the transition that makes it QUEUED or SCHEDULED, if one ever does.
+        runnable: list[Job] = []
+        others: list[Job] = []
+        for j in created:
+            (runnable if j.state in (JobState.QUEUED, JobState.SCHEDULED) else others).append(j)
+        # The index write announces the jobs it indexes (enqueue.lua); this
+        # replica's readers wait for it (`IndexBehind.caught_up`).
+        await self.index_behind.add(runnable, job_notices(others))
 
     async def _insert_idempotently(self, request: InsertRequest) -> list[Job]:
         """Commit one call's jobs, in a transaction shared with concurrent calls."""

@@ -29,7 +29,6 @@ the index again, so a stalled Redis slows producers instead of filling memory.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 
 from dispatcher.domain.errors import Unavailable
@@ -62,7 +61,8 @@ class IndexBehind:
         self._waiting_jobs = 0  # added, not yet taken by a write: the backlog
 
     async def add(self, jobs: Sequence[Job], notices: Sequence[Notice]) -> None:
-        """Index `jobs` (committed, QUEUED or SCHEDULED) and publish `notices` soon.
+        """Index and announce `jobs` (committed, QUEUED or SCHEDULED), and
+        publish `notices` (of other jobs), soon.
 
         Returns at once, unless too many jobs already wait for their write."""
         if not jobs and not notices:
@@ -89,6 +89,10 @@ class IndexBehind:
             logger.exception("index update failed after commit")
             self._state.request_repair()
         # Wake this replica's Leases even after a failure: one that finds nothing waits again.
-        ready = Counter((j.namespace, j.queue) for j in jobs if j.state is JobState.QUEUED)
+        ready: dict[tuple[str, str], int] = {}
+        for j in jobs:
+            if j.state is JobState.QUEUED:
+                queue = (j.namespace, j.queue)
+                ready[queue] = ready.get(queue, 0) + 1
         for queue, n in ready.items():
             self._waiters.notify(queue, n)

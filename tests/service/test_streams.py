@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
 from dispatcher.app import Components
 from dispatcher.clock import FakeClock
 from dispatcher.domain.errors import InvalidArgument, JobNotFound
-from dispatcher.domain.models import JobState, JobUpdate, StreamRequest
+from dispatcher.domain.models import Enqueued, JobState, JobUpdate, StreamRequest
 from dispatcher.service import listener, updates
 from dispatcher.service.updates import Subscription
 from dispatcher.store.redis.index import Subscriber
@@ -134,6 +135,59 @@ async def test_a_lease_announces_its_jobs_on_the_updates_channel_once_it_has_ans
         await pubsub.aclose()
     assert announced == [[job.id, job.namespace, job.queue, g.job.version]]
     assert g.job.version == job.version + 1
+
+
+async def _published(pubsub: Any, within_s: float) -> list[tuple[str, str]]:
+    """The (channel, data) of every message `pubsub` receives within `within_s`."""
+    got: list[tuple[str, str]] = []
+    deadline = asyncio.get_running_loop().time() + within_s
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        msg = await pubsub.get_message(timeout=left)  # None also for a confirmation
+        if msg is not None and msg["type"] in ("message", "pmessage"):
+            got.append((msg["channel"], msg["data"]))
+    return got
+
+
+async def test_an_enqueue_announces_its_new_jobs_on_the_updates_channel_while_it_is_followed(
+    replica: Components,
+) -> None:
+    parent = (await replica.dispatcher.enqueue("", spec())).job
+    await replica.index_behind.caught_up()
+    channel = replica.index.keys.updates_channel()
+    pubsub = replica.index.client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+    try:
+        # Ready, scheduled and waiting jobs: the script announces the first two,
+        # the waiting one (not indexed) goes out as a notice of its own.
+        results = await replica.dispatcher.enqueue_batch(
+            "",
+            [spec(), spec(queue="later", delay_ms=60_000), spec(depends_on=[parent.id])],
+        )
+        await replica.index_behind.caught_up()
+        published = await _published(pubsub, within_s=0.5)
+    finally:
+        await pubsub.aclose()
+    announced = [notice for _, data in published for notice in json.loads(data)]
+    jobs = [r.job for r in results if isinstance(r, Enqueued)]
+    assert sorted(announced) == sorted([[j.id, j.namespace, j.queue, j.version] for j in jobs])
+    assert [j.state for j in jobs] == [JobState.QUEUED, JobState.SCHEDULED, JobState.WAITING]
+
+
+async def test_an_enqueue_that_nothing_follows_publishes_no_update_notice(
+    replica: Components,
+) -> None:
+    # A pattern subscription sees what is published without being a follower:
+    # PUBSUB NUMSUB, which the script asks, counts channel subscriptions only.
+    pubsub = replica.index.client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.psubscribe(f"{replica.index.keys.prefix}:*")
+    try:
+        await replica.dispatcher.enqueue_batch("", [spec(), spec()])
+        await replica.index_behind.caught_up()
+        published = await _published(pubsub, within_s=0.5)
+    finally:
+        await pubsub.aclose()
+    channels = [channel for channel, _ in published]
+    assert channels == [replica.index.keys.wake_channel()]  # the wake-up, and nothing else
 
 
 async def _subscribers(c: Components, channel: str) -> int:

@@ -88,12 +88,16 @@ class RedisIndex:
             payload = json.dumps([list(n) for n in notices], separators=(",", ":"))
             pipe.publish(self.keys.updates_channel(), payload)
 
-    async def enqueue(self, jobs: Sequence[Job], notices: Sequence[Notice]) -> None:
+    async def enqueue(self, jobs: Sequence[Job], notices: Sequence[Notice] = ()) -> None:
         """Index newly inserted jobs (QUEUED or SCHEDULED) where their state says,
-        and announce them.
+        announce them, and publish `notices` (of other jobs).
 
+        The script announces the jobs it indexes: it publishes their update
+        notices only while some replica follows the updates channel, so that
+        without a follower no notice is encoded or sent (see listener.py).
         The wake-up names this replica (`origin`): the caller wakes local waiters
         itself, and other replicas wake as many as there are jobs made ready."""
+        updates = self.keys.updates_channel()
 
         def fill(pipe: Any) -> None:
             for (ns, q), group in _by_queue(jobs).items():
@@ -102,8 +106,10 @@ class RedisIndex:
                 lines = []
                 for j in group:
                     where, score = placement(j)
-                    lines.append(f"{j.id}\t{where}\t{score}\t{j.concurrency_key}\n")
-                args = [self.keys.wake_channel(), wake, "".join(lines)]
+                    lines.append(f"{j.id}\t{where}\t{score}\t{j.version}\t{j.concurrency_key}\n")
+                # A name is [A-Za-z0-9_.-] (validation.check_name): no JSON escaping.
+                notice_queue = f'"{ns}","{q}",'
+                args = [self.keys.wake_channel(), wake, "".join(lines), updates, notice_queue]
                 keys = [
                     self.keys.ready(ns, q),
                     self.keys.scheduled(ns, q),
