@@ -88,7 +88,7 @@ class RedisIndex:
             payload = json.dumps([list(n) for n in notices], separators=(",", ":"))
             pipe.publish(self.keys.updates_channel(), payload)
 
-    async def enqueue(self, jobs: Sequence[Job], notices: Sequence[Notice] = ()) -> None:
+    async def enqueue(self, jobs: Sequence[Job], notices: Sequence[Notice]) -> None:
         """Index newly inserted jobs (QUEUED or SCHEDULED) where their state says,
         announce them, and publish `notices` (of other jobs).
 
