@@ -254,18 +254,18 @@ class Client:
     ) -> Iterator[pb.EnqueueBatchRequest]:
         """The EnqueueBatch requests that carry `requests`, in order."""
         batch = pb.EnqueueBatchRequest(namespace=self.namespace, view=view)
-        specs = _convert.JobSpecs()
-        size = first = 0  # the batch's encoded size, and its first request's index
+        specs = _convert.JobSpecs(batch)
+        first = 0  # the batch's first request's index
         keyed = False  # whether a request of the batch brings its own key
         for i, r in enumerate(requests):
-            spec = batch.jobs.add()
             key = r.options.idempotency_key
             keyed = keyed or key is not None
-            size += specs.fill(spec, r, key or "")
-            if len(batch.jobs) >= MAX_BATCH or size >= MAX_BATCH_BYTES:
+            specs.add(r, key or "")
+            if len(batch.jobs) >= MAX_BATCH or specs.size >= MAX_BATCH_BYTES:
                 yield _retry_safe(batch, keyed, f"{call}-{first}")
                 batch = pb.EnqueueBatchRequest(namespace=self.namespace, view=view)
-                size, first, keyed = 0, i + 1, False
+                specs = _convert.JobSpecs(batch)
+                first, keyed = i + 1, False
         if batch.jobs:
             yield _retry_safe(batch, keyed, f"{call}-{first}")
 
@@ -294,6 +294,8 @@ class Client:
             return []
         if len(batch.jobs) == 1:  # the server fails a one-item batch whole: keep per-item shape
             job = batch.jobs[0]
+            if batch.HasField("defaults"):  # Enqueue has none: the job takes them in
+                job = _convert.over_defaults(batch.defaults, job)
             if not job.idempotency_key:  # Enqueue has no request_id: the job takes it as key
                 job.idempotency_key = batch.request_id
             try:

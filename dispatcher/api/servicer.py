@@ -33,9 +33,18 @@ class DispatcherServicer(pb_grpc.DispatcherServiceServicer):
         self, request: pb.EnqueueBatchRequest, context: Context
     ) -> pb.EnqueueBatchResponse:
         reply = convert.PreparedBatchReply(convert.basic_view(request.view))
-        specs = convert.to_domain_specs(request.jobs)
+        # A default that cannot be converted fails the call, by its name.
+        defaults = (
+            convert.to_domain_spec(request.defaults, "defaults")
+            if request.HasField("defaults")
+            else None
+        )
         out = await self._service.enqueue_batch(
-            request.namespace, specs, while_inserting=reply.prepare, request_id=request.request_id
+            request.namespace,
+            convert.to_domain_specs(request.jobs, defaults),
+            while_inserting=reply.prepare,
+            request_id=request.request_id,
+            defaults=defaults,
         )
         return reply.reply(out)
 

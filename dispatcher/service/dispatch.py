@@ -196,6 +196,7 @@ class Dispatcher:
         field_prefix: str = "jobs",
         while_inserting: Callable[[list[Job]], None] | None = None,
         request_id: str = "",
+        defaults: JobSpec | None = None,
     ) -> list[Outcome[Enqueued]]:
         """Validate, commit to SQL, answer, then index (`IndexBehind`). Invalid
         items are not written.
@@ -217,6 +218,8 @@ class Dispatcher:
         """
         ns = validation.namespace(namespace)
         validation.batch_size(len(specs), self.limits, field_prefix)
+        if defaults is not None:  # `specs` are merged with them: checked alone, they fail the call
+            validation.defaults(defaults, self.limits)
         validation.request_id(request_id, specs, field_prefix)
         now = self.clock.now_ms()
         results: list[Outcome[Enqueued] | None] = [None] * len(specs)

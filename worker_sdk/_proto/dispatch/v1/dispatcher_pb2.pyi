@@ -116,6 +116,7 @@ class EnqueueBatchRequest(_message.Message):
     JOBS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    DEFAULTS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Defaults to "default"."""
     request_id: _builtins.str
@@ -139,6 +140,22 @@ class EnqueueBatchRequest(_message.Message):
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobSpec]:
         """1 to 1000 jobs."""
 
+    @_builtins.property
+    def defaults(self) -> _job_pb2.JobSpec:
+        """Values every job of the call takes for the fields it leaves unset, so
+        that jobs which differ only in their payload (a bulk producer's usual
+        call) send their queue, type and options once. Each job is these
+        defaults with the job's own fields over them: a field the job sets (a
+        scalar not at its zero value, a message present, a map or list not
+        empty) replaces the default's whole, and a job that sets run_at or delay
+        takes neither from the defaults. The result is then what the job would
+        be had it set every field itself: validated, answered and compared with
+        a repeated request_id's first call the same way. A default that is
+        invalid on its own fails the whole call (INVALID_ARGUMENT naming
+        "defaults.<field>"), as does an idempotency_key here (a key names one
+        job). Unset: each job is only what it sets.
+        """
+
     def __init__(
         self,
         *,
@@ -146,10 +163,11 @@ class EnqueueBatchRequest(_message.Message):
         jobs: _abc.Iterable[_job_pb2.JobSpec] | None = ...,
         request_id: _builtins.str = ...,
         view: Global___JobView.ValueType = ...,
+        defaults: _job_pb2.JobSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "namespace", b"namespace", "request_id", b"request_id", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "jobs", b"jobs", "namespace", b"namespace", "request_id", b"request_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
