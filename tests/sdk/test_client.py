@@ -105,6 +105,27 @@ async def test_enqueue_many_returns_one_result_per_request_in_order(client: Clie
     assert all(r.created for r in ok)
 
 
+async def test_enqueue_many_of_one_shape_makes_each_job_with_its_options_and_payload(
+    client: Client,
+) -> None:
+    """The shape goes once, as the call's defaults (each job only its payload):
+    what each job is stored as does not show it, alone or in a batch."""
+    options = JobOptions(
+        priority=Priority.HIGH, metadata={"k": "v"}, max_attempts=4, delay=timedelta(minutes=5)
+    )
+    for n in (1, 3):  # one request goes as an Enqueue, several as one EnqueueBatch
+        results = await client.enqueue_many(
+            [JobRequest("q", "t", {"i": i}, options) for i in range(n)]
+        )
+
+        assert all(isinstance(r, Enqueued) for r in results)
+        stored = [await client.get(r.job.id) for r in results if isinstance(r, Enqueued)]
+        assert [s.json() for s in stored] == [{"i": i} for i in range(n)]
+        for s in stored:
+            assert (s.queue, s.type, s.priority, s.max_attempts) == ("q", "t", Priority.HIGH, 4)
+            assert (dict(s.metadata), s.state) == ({"k": "v"}, JobState.SCHEDULED)
+
+
 async def test_enqueue_many_in_the_basic_view_returns_ids_and_states_without_payloads(
     client: Client,
 ) -> None:
