@@ -153,3 +153,70 @@ def test_a_batch_item_with_an_unknown_priority_fails_alone_naming_its_field() ->
     with pytest.raises(InvalidArgument) as info:
         convert.to_domain_spec(bad, "job")
     assert info.value.violations[0].field == "job.priority"
+
+
+def _replaced(defaults: jpb.JobSpec, item: jpb.JobSpec) -> jpb.JobSpec:
+    """The item as it would be sent in full: each field it sets replaces the default's whole."""
+    merged = jpb.JobSpec()
+    merged.CopyFrom(defaults)
+    for fd, value in item.ListFields():
+        if fd.name in ("run_at", "delay"):
+            merged.ClearField("start")
+        merged.ClearField(fd.name)
+        if fd.name == "metadata":
+            merged.metadata.update(value)
+        elif fd.name == "depends_on":
+            merged.depends_on.extend(value)
+        elif fd.message_type is not None:
+            getattr(merged, fd.name).CopyFrom(value)
+        else:
+            setattr(merged, fd.name, value)
+    return merged
+
+
+def test_items_over_defaults_convert_as_if_each_had_set_every_field_itself() -> None:
+    defaults = jpb.JobSpec(
+        queue="q",
+        type="t",
+        content_type="application/json",
+        priority=jpb.PRIORITY_HIGH,
+        metadata={"tenant": "a", "team": "x"},
+        max_attempts=3,
+        retry_policy=jpb.RetryPolicy(multiplier=3.0),
+        delay=duration_pb2.Duration(seconds=60),
+        depends_on=["01JDEP0000000000000000001"],
+    )
+    items = [
+        jpb.JobSpec(payload=b"only"),
+        jpb.JobSpec(payload=b"k", idempotency_key="key"),
+        jpb.JobSpec(queue="other", priority=jpb.PRIORITY_LOW, max_attempts=9),
+        jpb.JobSpec(metadata={"tenant": "b"}, depends_on=["01JDEP0000000000000000002"]),
+        jpb.JobSpec(run_at=timestamp_pb2.Timestamp(seconds=2_000_000_000)),  # the oneof
+        jpb.JobSpec(retry_policy=jpb.RetryPolicy(jitter=0.5)),  # the message as a whole
+    ]
+    base = convert.to_domain_spec(defaults, "defaults")
+
+    over = convert.to_domain_specs(items, base)
+
+    assert over == [convert.to_domain_spec(_replaced(defaults, item)) for item in items]
+    first, _, _, own, timed, retried = over
+    assert isinstance(first, JobSpec) and (first.queue, first.payload) == ("q", b"only")
+    assert isinstance(own, JobSpec) and own.metadata == {"tenant": "b"}
+    assert isinstance(timed, JobSpec) and (timed.delay_ms, timed.run_at_ms) == (None, 2e12)
+    assert isinstance(retried, JobSpec) and retried.retry_policy is not None
+    assert retried.retry_policy.multiplier == RetryPolicy().multiplier  # not the default's 3.0
+    # Every spec owns its metadata dict and dependency list.
+    specs = [s for s in over if isinstance(s, JobSpec)]
+    assert len({id(s.metadata) for s in specs} | {id(base.metadata)}) == len(specs) + 1
+    assert len({id(s.depends_on) for s in specs} | {id(base.depends_on)}) == len(specs) + 1
+
+
+def test_an_item_over_defaults_with_an_unknown_priority_fails_alone_naming_its_field() -> None:
+    base = convert.to_domain_spec(jpb.JobSpec(queue="q", type="t"), "defaults")
+    bad = jpb.JobSpec(priority=77)  # type: ignore[arg-type]
+
+    good, refused = convert.to_domain_specs([jpb.JobSpec(payload=b"p"), bad], base)
+
+    assert isinstance(good, JobSpec) and good.payload == b"p"
+    assert isinstance(refused, InvalidArgument)
+    assert refused.violations[0].field == "jobs[1].priority"
