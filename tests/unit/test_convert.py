@@ -162,7 +162,7 @@ def _replaced(defaults: jpb.JobSpec, item: jpb.JobSpec) -> jpb.JobSpec:
     for fd, value in item.ListFields():
         if fd.name in ("run_at", "delay"):
             merged.ClearField("start")
-        merged.ClearField(fd.name)
+        merged.ClearField(fd.name)  # type: ignore[arg-type]  # a name ListFields gave
         if fd.name == "metadata":
             merged.metadata.update(value)
         elif fd.name == "depends_on":
