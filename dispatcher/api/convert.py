@@ -149,6 +149,9 @@ def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
 
 
 _PRIORITY = jpb.JobSpec.PRIORITY_FIELD_NUMBER
+# What an item over defaults sets when it differs from the others only in its
+# own fields (`JobSpec.from_defaults`).
+_OWN = frozenset({jpb.JobSpec.PAYLOAD_FIELD_NUMBER, jpb.JobSpec.IDEMPOTENCY_KEY_FIELD_NUMBER})
 # The oneof `start`: a job that sets either field takes neither from defaults.
 _START = frozenset({jpb.JobSpec.RUN_AT_FIELD_NUMBER, jpb.JobSpec.DELAY_FIELD_NUMBER})
 
@@ -180,14 +183,18 @@ def _over(base: m.JobSpec, fields: Any, field: str) -> m.JobSpec:
     # Every spec owns its metadata dict and dependency list.
     attrs["metadata"] = dict(base.metadata)
     attrs["depends_on"] = [*base.depends_on]
+    own_only = bool(base.queue and base.type)  # sets nothing but its payload and key
     for fd, value in fields:
         number = fd.number
         name, conversion = _SPEC_FIELDS[number]
+        if number not in _OWN:
+            own_only = False
         if number in _START:
             attrs["run_at_ms"] = attrs["delay_ms"] = None
         if number == _PRIORITY:
             value = to_domain_priority(value, f"{field}.priority")
         attrs[name] = value if conversion is None else conversion(value)
+    attrs["from_defaults"] = own_only
     return new
 
 

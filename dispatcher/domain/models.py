@@ -89,6 +89,13 @@ class JobSpec:
     max_run_ms: int | None = None
     depends_on: list[str] = field(default_factory=list)
     concurrency_key: str = ""
+    # Set by the API's conversion for an EnqueueBatch item that sets nothing but
+    # its payload and idempotency key over the call's defaults, which name a
+    # queue and a type: every other field is then the defaults' own value, which
+    # the service checked once (`validation.defaults`). It checks only the item's
+    # own two fields, and makes its job as a copy of the call's first such job
+    # (`Dispatcher._drafts`). Not part of the spec's value.
+    from_defaults: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,22 @@ def defaults(s: JobSpec, limits: Limits, prefix: str = "defaults") -> None:
     _options(out, s, limits, prefix)
 
 
+def own_fields(s: JobSpec, limits: Limits, prefix: str) -> None:
+    """Validate what an EnqueueBatch item over already validated defaults sets
+    itself (`JobSpec.from_defaults`: its payload and idempotency key); raises
+    InvalidArgument listing every bad field."""
+    out = Violations()
+    _own(out, s, limits, prefix)
+    out.raise_if_any()
+
+
+def _own(out: Violations, s: JobSpec, limits: Limits, prefix: str) -> None:
+    if len(s.payload) > limits.max_payload_bytes:
+        out.add(f"{prefix}.payload", f"must be at most {limits.max_payload_bytes} bytes")
+    if s.idempotency_key and not PRINTABLE_RE.fullmatch(s.idempotency_key):
+        out.add(f"{prefix}.idempotency_key", "must be at most 256 printable ASCII characters")
+
+
 def _options(out: Violations, s: JobSpec, limits: Limits, prefix: str) -> None:
     # A field left at its zero value is valid, and most jobs set none of these:
     # their checks are skipped as a whole then (a benchmark spec, with no
@@ -115,14 +131,11 @@ def _content(
         check_name(s.queue, f"{prefix}.queue", out)
     if (required or s.type) and not TYPE_RE.fullmatch(s.type):
         out.add(f"{prefix}.type", "must be 1-256 characters of [A-Za-z0-9_.:/-]")
-    if len(s.payload) > limits.max_payload_bytes:
-        out.add(f"{prefix}.payload", f"must be at most {limits.max_payload_bytes} bytes")
+    _own(out, s, limits, prefix)
     if len(s.content_type) > 256:
         out.add(f"{prefix}.content_type", "must be at most 256 characters")
     if s.metadata:
         _metadata(out, f"{prefix}.metadata", s.metadata.items(), limits)
-    if s.idempotency_key and not PRINTABLE_RE.fullmatch(s.idempotency_key):
-        out.add(f"{prefix}.idempotency_key", "must be at most 256 printable ASCII characters")
     if s.concurrency_key and not CONCURRENCY_KEY_RE.fullmatch(s.concurrency_key):
         out.add(f"{prefix}.concurrency_key", "must be at most 128 printable ASCII characters")
 

@@ -220,22 +220,12 @@ class Dispatcher:
         validation.batch_size(len(specs), self.limits, field_prefix)
         if defaults is not None:  # `specs` are merged with them: checked alone, they fail the call
             validation.defaults(defaults, self.limits)
+            if defaults.callback_url and self.url_guard is not None:
+                await self.url_guard(defaults.callback_url, "defaults.callback_url")
         validation.request_id(request_id, specs, field_prefix)
         now = self.clock.now_ms()
         results: list[Outcome[Enqueued] | None] = [None] * len(specs)
-        valid: list[tuple[int, JobSpec, int]] = []
-        for i, spec in enumerate(specs):
-            prefix = field_prefix if field_prefix == "job" else f"{field_prefix}[{i}]"
-            if isinstance(spec, InvalidArgument):  # could not even be converted
-                results[i] = spec
-                continue
-            try:
-                validation.spec(spec, self.limits, prefix)
-                if spec.callback_url and self.url_guard is not None:
-                    await self.url_guard(spec.callback_url, f"{prefix}.callback_url")
-                valid.append((i, spec, validation.run_at(spec, now, self.limits, prefix)))
-            except InvalidArgument as exc:
-                results[i] = exc
+        valid = await self._valid(specs, defaults is not None, now, field_prefix, results)
         if self.queues is not None and valid:
             full = await self.queues.full_queues(ns, [spec for _, spec, _ in valid])
             for i, spec, _ in valid:
@@ -262,6 +252,35 @@ class Dispatcher:
         for (q_ns, q_name), n in Counter((j.namespace, j.queue) for j in created).items():
             telemetry.jobs_enqueued.add(n, telemetry.attrs(q_ns, q_name))
         return one_or_many([r for r in results if r is not None])
+
+    async def _valid(
+        self,
+        specs: Sequence[JobSpec | InvalidArgument],
+        defaults_checked: bool,
+        now: int,
+        field_prefix: str,
+        results: list[Outcome[Enqueued] | None],
+    ) -> list[tuple[int, JobSpec, int]]:
+        """(index, spec, run time) of each valid item; each invalid one's error
+        goes to `results`. An item over the call's defaults, once they are
+        checked, has only its own fields checked (`JobSpec.from_defaults`)."""
+        valid: list[tuple[int, JobSpec, int]] = []
+        for i, spec in enumerate(specs):
+            prefix = field_prefix if field_prefix == "job" else f"{field_prefix}[{i}]"
+            if isinstance(spec, InvalidArgument):  # could not even be converted
+                results[i] = spec
+                continue
+            try:
+                if spec.from_defaults and defaults_checked:
+                    validation.own_fields(spec, self.limits, prefix)
+                else:
+                    validation.spec(spec, self.limits, prefix)
+                    if spec.callback_url and self.url_guard is not None:
+                        await self.url_guard(spec.callback_url, f"{prefix}.callback_url")
+                valid.append((i, spec, validation.run_at(spec, now, self.limits, prefix)))
+            except InvalidArgument as exc:
+                results[i] = exc
+        return valid
 
     async def _index_created(self, created: Sequence[Job]) -> None:
         """Make new jobs leasable, after the answer, and announce them all."""
@@ -535,8 +554,14 @@ class Dispatcher:
         """The job each valid spec would create (dependencies decide its first state;
         `tx` may be None when no spec has any)."""
         drafts = []
+        shared: Job | None = None  # the job of the request's first item over its defaults
         for i, spec, run_at in r.valid:
-            job = self._new_job(r.namespace, spec, run_at, r.now, r.trace_context)
+            if spec.from_defaults and shared is not None:
+                job = _like(shared, self.id_gen.new(r.now), spec)
+            else:
+                job = self._new_job(r.namespace, spec, run_at, r.now, r.trace_context)
+                if spec.from_defaults:
+                    shared = job
             if spec.depends_on:
                 assert tx is not None
                 try:
@@ -1079,6 +1104,23 @@ _NEW_JOB_FIELDS = (
     "start_deadline_ms", "max_run_ms", "depends_on",
 )  # fmt: skip
 _make_new_job = constructor(Job, _NEW_JOB_FIELDS)
+
+
+def _like(shared: Job, job_id: str, spec: JobSpec) -> Job:
+    """The new job of `spec`, an item over its call's defaults (`JobSpec.from_defaults`),
+    as a copy of `shared`, the job of an earlier such item of the same call: they
+    differ in their id, payload and idempotency key only (the same defaults, the
+    same time, so the same run time and state). What `_new_job` would make
+    (`tests/service/test_batch_defaults_jobs.py`), in about half its time."""
+    new = object.__new__(Job)
+    attrs = new.__dict__
+    attrs.update(shared.__dict__)
+    attrs["id"] = job_id
+    attrs["payload"] = spec.payload
+    attrs["idempotency_key"] = spec.idempotency_key or None
+    attrs["metadata"] = dict(shared.metadata)  # each job owns its dict and list
+    attrs["depends_on"] = [*shared.depends_on]
+    return new
 
 
 def _call_records(requests: Sequence[InsertRequest], drafts: Sequence[_Draft]) -> list[EnqueueCall]:
