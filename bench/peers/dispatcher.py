@@ -15,8 +15,10 @@ harness: a `Producer` (enqueue one payload, enqueue many) picked from
 
 The batch phase asks for the BASIC view of the new jobs (`JobView.BASIC`: ids,
 states and times, no payload sent back), as a bulk producer that needs only
-the ids would; RQ's `enqueue_many` builds its Job objects on the client and
-gets nothing back from Redis but the pipeline's replies.
+the ids would; through the SDK its jobs, which share queue, type and options,
+go with those once as the call's `defaults` (the raw producer sends each job
+in full). RQ's `enqueue_many` builds its Job objects on the client and gets
+nothing back from Redis but the pipeline's replies.
 """
 
 from __future__ import annotations
