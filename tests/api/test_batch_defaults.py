@@ -14,6 +14,9 @@ from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 if TYPE_CHECKING:
     from worker_sdk._proto.dispatch.v1.dispatcher_pb2_grpc import DispatcherServiceAsyncStub as Stub
 
+# Defaults with a field of every kind: scalars, a map, a message, the start
+# oneof (tests/unit/test_convert.py and tests/service/test_batch_defaults_jobs.py
+# use them too).
 DEFAULTS = jpb.JobSpec(
     queue="q",
     type="t",
@@ -21,7 +24,9 @@ DEFAULTS = jpb.JobSpec(
     priority=jpb.PRIORITY_HIGH,
     metadata={"tenant": "a", "team": "x"},
     max_attempts=7,
+    retry_policy=jpb.RetryPolicy(multiplier=3.0),
     delay=duration_pb2.Duration(seconds=60),
+    concurrency_key="k",
 )
 
 

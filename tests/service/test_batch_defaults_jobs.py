@@ -5,25 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import duration_pb2
-
 from dispatcher.api import convert
 from dispatcher.app import Components
 from dispatcher.domain.errors import InvalidArgument
 from dispatcher.domain.models import Enqueued, Job, JobSpec, JobState
+from tests.api.test_batch_defaults import DEFAULTS
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
-
-DEFAULTS = jpb.JobSpec(
-    queue="q",
-    type="t",
-    content_type="application/json",
-    priority=jpb.PRIORITY_HIGH,
-    metadata={"tenant": "a"},
-    max_attempts=4,
-    retry_policy=jpb.RetryPolicy(multiplier=3.0),
-    delay=duration_pb2.Duration(seconds=30),
-    concurrency_key="k",
-)
 
 
 def _jobs(results: list[Any]) -> list[Job]:

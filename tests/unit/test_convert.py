@@ -8,6 +8,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from dispatcher.api import convert
 from dispatcher.domain.errors import InvalidArgument
 from dispatcher.domain.models import JobSpec, JobState, Priority, RetryPolicy
+from tests.api.test_batch_defaults import DEFAULTS
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 
@@ -175,17 +176,9 @@ def _replaced(defaults: jpb.JobSpec, item: jpb.JobSpec) -> jpb.JobSpec:
 
 
 def test_items_over_defaults_convert_as_if_each_had_set_every_field_itself() -> None:
-    defaults = jpb.JobSpec(
-        queue="q",
-        type="t",
-        content_type="application/json",
-        priority=jpb.PRIORITY_HIGH,
-        metadata={"tenant": "a", "team": "x"},
-        max_attempts=3,
-        retry_policy=jpb.RetryPolicy(multiplier=3.0),
-        delay=duration_pb2.Duration(seconds=60),
-        depends_on=["01JDEP0000000000000000001"],
-    )
+    defaults = jpb.JobSpec()
+    defaults.CopyFrom(DEFAULTS)
+    defaults.depends_on.append("01JDEP0000000000000000001")
     items = [
         jpb.JobSpec(payload=b"only"),
         jpb.JobSpec(payload=b"k", idempotency_key="key"),
