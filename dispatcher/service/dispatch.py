@@ -13,6 +13,7 @@ lease is recorded in Redis, then its row inserted already leased.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
@@ -270,8 +271,10 @@ class Dispatcher:
             if isinstance(spec, InvalidArgument):  # could not even be converted
                 results[i] = spec
                 continue
+            if spec.from_defaults and not defaults_checked:  # a flag without its defaults
+                spec = dataclasses.replace(spec, from_defaults=False)  # is not trusted
             try:
-                if spec.from_defaults and defaults_checked:
+                if spec.from_defaults:
                     validation.own_fields(spec, self.limits, prefix)
                 else:
                     validation.spec(spec, self.limits, prefix)

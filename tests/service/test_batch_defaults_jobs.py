@@ -105,3 +105,20 @@ def _rekeyed(spec: JobSpec | InvalidArgument) -> JobSpec | InvalidArgument:
     if isinstance(spec, InvalidArgument) or not spec.idempotency_key:
         return spec
     return JobSpec(**{**vars(spec), "idempotency_key": spec.idempotency_key + "-2"})
+
+
+async def test_an_item_flagged_over_defaults_without_defaults_is_checked_and_made_in_full(
+    replica: Components,
+) -> None:
+    flagged = [
+        JobSpec(queue="", type="t", payload=b"no queue", from_defaults=True),
+        JobSpec(queue="a", type="t", payload=b"1", from_defaults=True),
+        JobSpec(queue="b", type="u", payload=b"2", from_defaults=True),
+    ]
+
+    bad, first, second = await replica.dispatcher.enqueue_batch("", flagged)
+
+    assert isinstance(bad, InvalidArgument)
+    assert [v.field for v in bad.violations] == ["jobs[0].queue"]
+    made = _jobs([first, second])
+    assert [(j.queue, j.type, j.payload) for j in made] == [("a", "t", b"1"), ("b", "u", b"2")]
