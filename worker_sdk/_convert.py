@@ -184,10 +184,7 @@ class JobSpecs:
         payload and key, as it would have been made in full."""
         defaults = self._batch.defaults
         for job in self._batch.jobs:
-            payload, key = job.payload, job.idempotency_key
-            job.CopyFrom(defaults)
-            job.payload = payload
-            job.idempotency_key = key
+            job.CopyFrom(over_defaults(defaults, job))
         self._batch.ClearField("defaults")
         self._shared, self._template = False, None
         self.size = sum(job.ByteSize() for job in self._batch.jobs)

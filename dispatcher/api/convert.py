@@ -208,7 +208,7 @@ def to_domain_specs(
     for i, s in enumerate(specs):
         try:
             if defaults is None:
-                out.append(_spec(_values(s.ListFields()), f"jobs[{i}]"))
+                out.append(to_domain_spec(s, f"jobs[{i}]"))
             else:
                 out.append(_over(defaults, s.ListFields(), f"jobs[{i}]"))
         except InvalidArgument as exc:
