@@ -12,6 +12,9 @@ from dispatcher.app import Components
 from dispatcher.domain.errors import AlreadyExists
 from dispatcher.domain.models import Enqueued, JobState, Transition, evolve
 from dispatcher.service.dispatch import InsertRequest, _insertable_at_once
+from dispatcher.store.sql.runs import _NEWBORN_INSERT, job_values
+from dispatcher.store.sql.sqlite_driver import NEWBORN_LITERALS
+from dispatcher.store.sql.tables import RUNS_COLUMN_NAMES
 from tests.service.helpers import spec
 
 
@@ -72,3 +75,19 @@ async def test_concurrent_enqueues_sharing_keys_get_one_job_per_key_and_a_clash_
         (job_id,) = job_ids
         job = await replica.runs.get(job_id)
         assert job is not None and job.payload == b"same"
+
+
+async def test_a_plain_new_job_binds_only_the_columns_newborn_jobs_differ_in_on_sqlite(
+    replica: Components,
+) -> None:
+    """`runs._newborn_row` must hold the values the dispatcher gives a new job,
+    or every job would take SQLite's insert that binds all 40 columns: correct,
+    but slower (`sqlite_driver.NewbornInsert`)."""
+    made = (await replica.dispatcher.enqueue("", spec(payload=b"{}"))).job
+    stored = await replica.runs.get(made.id)
+    assert stored is not None
+
+    ((statement, rows),) = _NEWBORN_INSERT.statements([job_values(stored)])
+
+    assert statement == _NEWBORN_INSERT.statement
+    assert len(rows[0]) == len(RUNS_COLUMN_NAMES) - len(NEWBORN_LITERALS)

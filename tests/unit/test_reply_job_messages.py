@@ -10,11 +10,11 @@ from dispatcher.api import convert
 from dispatcher.domain.errors import InvalidArgument
 from dispatcher.domain.models import Enqueued, GrantedLease, Job
 from tests.service.helpers import stored_job
-from tests.unit.test_runs_rows import _job_with_every_field_distinct
+from tests.unit.test_runs_rows import job_with_every_field_distinct
 from worker_sdk._proto.dispatch.v1 import job_pb2 as jpb
 
 BASE = stored_job("01JBASE0000000000000000001", metadata={"team": "a"})
-OTHER = dataclasses.replace(_job_with_every_field_distinct(), wait_reason="waits-p")
+OTHER = dataclasses.replace(job_with_every_field_distinct(), wait_reason="waits-p")
 
 
 def variants() -> list[Job]:

@@ -11,7 +11,7 @@ from dispatcher.store.sql.runs import job_to_row, row_to_job
 from dispatcher.store.sql.tables import metadata, runs
 
 
-def _job_with_every_field_distinct() -> Job:
+def job_with_every_field_distinct() -> Job:
     # Every column's value differs from every other's (as Python compares them:
     # True == 1, so no 0 or 1 besides the booleans), so that two names swapped
     # in row_to_job's unpacking give a different Job.
@@ -57,7 +57,7 @@ def _job_with_every_field_distinct() -> Job:
 
 
 def test_no_two_columns_of_the_sample_job_hold_equal_values() -> None:
-    values = list(job_to_row(_job_with_every_field_distinct()).values())
+    values = list(job_to_row(job_with_every_field_distinct()).values())
     assert len(values) == len(runs.columns)
     equal = [(a, b) for i, a in enumerate(values) for b in values[i + 1 :] if a == b]
     assert equal == []
@@ -66,7 +66,7 @@ def test_no_two_columns_of_the_sample_job_hold_equal_values() -> None:
 def test_a_job_read_back_from_its_row_equals_the_job_written() -> None:
     engine = create_engine("sqlite://")
     metadata.create_all(engine)
-    job = _job_with_every_field_distinct()
+    job = job_with_every_field_distinct()
     with engine.begin() as conn:
         conn.execute(runs.insert(), job_to_row(job))
         (row,) = conn.execute(select(runs)).all()
@@ -74,7 +74,7 @@ def test_a_job_read_back_from_its_row_equals_the_job_written() -> None:
 
 
 def test_a_job_with_empty_maps_converts_to_a_message_with_empty_maps() -> None:
-    job = _job_with_every_field_distinct()
+    job = job_with_every_field_distinct()
     full = to_proto_job(job)
     assert dict(full.metadata) == {"m": "1"}
     assert dict(full.trace_context) == {"traceparent": "tp"}
@@ -88,7 +88,7 @@ def test_a_job_with_empty_maps_converts_to_a_message_with_empty_maps() -> None:
 
 
 def test_changing_a_converted_jobs_retry_policy_leaves_the_next_conversion_alone() -> None:
-    job = _job_with_every_field_distinct()
+    job = job_with_every_field_distinct()
     first = to_proto_job(job)
     first.retry_policy.multiplier = 99.0  # the policy message is shared by conversions
     assert to_proto_job(job).retry_policy.multiplier == 2.5

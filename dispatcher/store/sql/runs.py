@@ -194,6 +194,19 @@ def job_values(job: Job) -> tuple[Any, ...]:
     )
 
 
+def _newborn_row() -> tuple[Any, ...]:
+    """The row of a job as `Dispatcher` makes a new one, before any option: the
+    values `sqlite_driver.NEWBORN_LITERALS` are written as."""
+    job = Job(
+        "", "", "", "", b"", "", Priority.DEFAULT, {}, JobState.QUEUED, 0, 1,
+        RetryPolicy(), 0, 0, 0,
+    )  # fmt: skip
+    return job_values(job)
+
+
+_NEWBORN_INSERT = sqlite_driver.NewbornInsert(_newborn_row())
+
+
 def call_values(call: EnqueueCall) -> tuple[Any, ...]:
     """A recorded call's row, in `enqueue_calls.columns` order."""
     return (call.namespace, call.request_id, call.created_ms, json.dumps(call.items))
@@ -668,6 +681,7 @@ class RunStore:
                     rows,
                     lambda ids: [event_values(t) for t in _first_events(jobs, ids)],
                     [call_values(c) for c in calls],
+                    _NEWBORN_INSERT,
                 )
 
     async def _insert_committed_pg(self, params: dict[str, Any]) -> set[str]:
