@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
+    Select,
     String,
     TextClause,
     and_,
@@ -64,6 +65,7 @@ from dispatcher.store.sql.tables import (
     runs,
     webhook_outbox,
 )
+from dispatcher.store.sql.unindexed import unindexed
 
 LIVE_STATES = [s.value for s in JobState if s not in TERMINAL_STATES]
 Changed = TypeVar("Changed", Job, Acked)  # what `RunStore._update_returning` decodes
@@ -205,6 +207,36 @@ def _newborn_row() -> tuple[Any, ...]:
 
 
 _NEWBORN_INSERT = sqlite_driver.NewbornInsert(_newborn_row())
+
+
+def live_entries_statement(after_id: str, limit: int) -> Select[Any]:
+    """`RunStore.live_entries`' query: a page of live rows after `after_id`, in id
+    order. `unindexed`: on SQLite it walks the primary key from the cursor."""
+    c = runs.c
+    columns = (c.id, c.namespace, c.queue, c.version, c.state, c.priority, c.run_at)
+    return (
+        select(*columns, c.lease_expires_at, c.concurrency_key)
+        .where(unindexed(c.state).in_(LIVE_STATES), c.id > after_id)
+        .order_by(c.id)
+        .limit(limit)
+    )
+
+
+_NEVER_LEASED = [JobState.QUEUED.value, JobState.SCHEDULED.value, JobState.WAITING.value]
+
+
+def past_start_deadline_statement(now_ms: int, limit: int) -> Select[Any]:
+    """`RunStore.past_start_deadline`'s query. `unindexed`: on SQLite it reads
+    only the jobs that have a deadline (a partial index), not every live one."""
+    return (
+        select(runs.c.id)
+        .where(
+            runs.c.start_deadline_at <= now_ms,
+            runs.c.attempt == 0,
+            unindexed(runs.c.state).in_(_NEVER_LEASED),
+        )
+        .limit(limit)
+    )
 
 
 def call_values(call: EnqueueCall) -> tuple[Any, ...]:
@@ -813,25 +845,8 @@ class RunStore:
     async def live_entries(self, after_id: str, limit: int) -> list[LiveEntry]:
         """Where each non-terminal job belongs in the index, in id order (the
         columns `placement` reads, not whole jobs), for the reconciler."""
-        c = runs.c
-        stmt = (
-            select(
-                c.id,
-                c.namespace,
-                c.queue,
-                c.version,
-                c.state,
-                c.priority,
-                c.run_at,
-                c.lease_expires_at,
-                c.concurrency_key,
-            )
-            .where(c.state.in_(LIVE_STATES), c.id > after_id)
-            .order_by(c.id)
-            .limit(limit)
-        )
         async with self._scan() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(live_entries_statement(after_id, limit))).all()
         return [
             LiveEntry(id_, ns, q, v, _STATES[st], _PRIORITIES[pr], run_at, expires, key)
             for id_, ns, q, v, st, pr, run_at, expires, key in rows
@@ -845,19 +860,10 @@ class RunStore:
 
     async def past_start_deadline(self, now_ms: int, limit: int) -> list[str]:
         """Jobs never leased whose start deadline has passed."""
-        stmt = (
-            select(runs.c.id)
-            .where(
-                runs.c.start_deadline_at <= now_ms,
-                runs.c.attempt == 0,
-                runs.c.state.in_(
-                    [JobState.QUEUED.value, JobState.SCHEDULED.value, JobState.WAITING.value]
-                ),
-            )
-            .limit(limit)
-        )
         async with self._scan() as conn:
-            return list((await conn.execute(stmt)).scalars())
+            return list(
+                (await conn.execute(past_start_deadline_statement(now_ms, limit))).scalars()
+            )
 
     async def finished_before(self, cutoff_ms: int, limit: int) -> list[str]:
         """Terminal jobs that finished before the cutoff, oldest first."""
