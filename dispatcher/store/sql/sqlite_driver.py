@@ -22,12 +22,12 @@ sqlite3 binds a named parameter by a lookup in the row's dict, and 100 jobs
 converted and inserted cost 15.3-15.8 µs a job that way against 9.4-9.5 as
 tuples (timeit, median of 300, in-memory database, 2-core machine). A new job as
 most are born (`NEWBORN_LITERALS`) binds 18 values, not 40: `NewbornInsert`.
-The connection comes from
-SQLAlchemy's pool and goes back to it. SQLAlchemy never began a transaction on it, so it
-may not roll one back on return: every way out of here that does not commit
-rolls back first. Errors leave as SQLAlchemy's, for `runs.translate_errors`
-to map: a constraint violation as `IntegrityError`, anything else from the
-driver as `DBAPIError`.
+
+The connection comes from SQLAlchemy's pool and goes back to it. SQLAlchemy
+never began a transaction on it, so it may not roll one back on return:
+every way out of here that does not commit rolls back first. Errors leave as
+SQLAlchemy's, for `runs.translate_errors` to map: a constraint violation as
+`IntegrityError`, anything else from the driver as `DBAPIError`.
 """
 
 from __future__ import annotations
