@@ -7,15 +7,20 @@ as the transaction alone gives."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from dispatcher.app import Components
 from dispatcher.domain.errors import AlreadyExists
-from dispatcher.domain.models import Enqueued, JobState, Transition, evolve
+from dispatcher.domain.ids import JobIdGenerator
+from dispatcher.domain.models import Enqueued, Job, JobState, Transition, evolve
 from dispatcher.service.dispatch import InsertRequest, _insertable_at_once
-from dispatcher.store.sql.runs import _NEWBORN_INSERT, job_values
-from dispatcher.store.sql.sqlite_driver import NEWBORN_LITERALS
-from dispatcher.store.sql.tables import RUNS_COLUMN_NAMES
-from tests.service.helpers import spec
+from dispatcher.store.sql.newborn import NEWBORN_COLUMNS, NEWBORN_LITERALS
+from dispatcher.store.sql.runs import NEWBORN, job_to_row, job_values, row_to_job
+from tests.service.helpers import spec, stored_job
+from tests.unit.test_runs_rows import job_with_every_field_distinct
+
+NOW = 1_700_000_000_000
+_ids = JobIdGenerator()
 
 
 def _request(*specs: object) -> InsertRequest:
@@ -77,17 +82,43 @@ async def test_concurrent_enqueues_sharing_keys_get_one_job_per_key_and_a_clash_
         assert job is not None and job.payload == b"same"
 
 
-async def test_a_plain_new_job_binds_only_the_columns_newborn_jobs_differ_in_on_sqlite(
+async def test_a_plain_new_job_is_inserted_without_the_columns_newborn_jobs_share(
     replica: Components,
 ) -> None:
     """`runs._newborn_row` must hold the values the dispatcher gives a new job,
-    or every job would take SQLite's insert that binds all 40 columns: correct,
-    but slower (`sqlite_driver.NewbornInsert`)."""
+    or every job would take the insert that sends all 40 columns: correct, but
+    slower (store/sql/newborn.py)."""
     made = (await replica.dispatcher.enqueue("", spec(payload=b"{}"))).job
     stored = await replica.runs.get(made.id)
     assert stored is not None
 
-    ((statement, rows),) = _NEWBORN_INSERT.statements([job_values(stored)])
+    assert NEWBORN(job_values(stored))
+    assert len(NEWBORN.bound(job_values(stored))) == len(NEWBORN_COLUMNS)
 
-    assert statement == _NEWBORN_INSERT.statement
-    assert len(rows[0]) == len(RUNS_COLUMN_NAMES) - len(NEWBORN_LITERALS)
+
+def _unlike_a_newborn(column: str) -> Job:
+    """A new job whose `column`, one of `newborn.NEWBORN_LITERALS`, holds a
+    value no newborn job has (the sample job's, whose values all differ)."""
+    sample = dataclasses.replace(job_with_every_field_distinct(), has_dependents=True)
+    row = job_to_row(_newborn())
+    row[column] = job_to_row(sample)[column]
+    return row_to_job(list(row.values()))
+
+
+def _newborn() -> Job:
+    return stored_job(_ids.new(NOW), created_ms=NOW, run_at_ms=NOW)
+
+
+async def test_new_jobs_read_back_as_inserted_whether_newborn_or_not(
+    replica: Components,
+) -> None:
+    """Newborn jobs' rows go without the columns they share, as one statement on
+    PostgreSQL when all are newborn and by runs of each kind on SQLite; any other
+    value in one of those columns takes the insert that sends them all."""
+    unlike = [_unlike_a_newborn(c) for c in NEWBORN_LITERALS]
+    newborn = [_newborn() for _ in range(3)]
+    mixed = [j for u in [_unlike_a_newborn(c) for c in NEWBORN_LITERALS] for j in (_newborn(), u)]
+
+    for jobs in (newborn, unlike, mixed):
+        assert await replica.runs.insert_committed(jobs) == {j.id for j in jobs}
+        assert await replica.runs.get_many([j.id for j in jobs]) == {j.id: j for j in jobs}

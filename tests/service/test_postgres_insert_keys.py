@@ -37,7 +37,10 @@ def _keyed(key: str | None = None) -> Job:
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of each insert statement the store runs, in order ("new" or "skipping")."""
-    names = {id(pg_bulk.INSERT_NEW_JOBS): "new", id(pg_bulk.INSERT_JOBS): "skipping"}
+    names = {
+        id(inserts.new_jobs): "new"
+        for inserts in (pg_bulk.INSERTS, runs._NEWBORN_INSERTS)  # newborn jobs' rows, or all
+    } | {id(inserts.all_jobs): "skipping" for inserts in (pg_bulk.INSERTS, runs._NEWBORN_INSERTS)}
     seen: list[str] = []
     real = pg_driver.fetch
 

@@ -29,12 +29,9 @@ from dispatcher.store.sql.runs import (
     AckHeld,
     DuplicateKey,
     RunStore,
-    job_to_row,
     job_values,
-    row_to_job,
 )
 from tests.service.helpers import stored_job
-from tests.unit.test_runs_rows import job_with_every_field_distinct
 
 NOW = 1_700_000_000_000
 _ids = JobIdGenerator()
@@ -229,27 +226,6 @@ async def test_a_transaction_whose_caller_is_cancelled_still_ends_on_the_thread(
     assert _seen_elsewhere(path, job.id) == ("queued", [])  # committed, without events
     later = _new()
     assert await runs.insert_committed([later]) == {later.id}
-
-
-def _unlike_a_newborn(column: str) -> Job:
-    """A new job whose `column`, one of `sqlite_driver.NEWBORN_LITERALS`, holds a
-    value no newborn job has (the sample job's, whose values all differ)."""
-    sample = dataclasses.replace(job_with_every_field_distinct(), has_dependents=True)
-    row = job_to_row(_new())
-    row[column] = job_to_row(sample)[column]
-    return row_to_job(list(row.values()))
-
-
-async def test_a_column_written_as_a_literal_for_newborn_jobs_keeps_any_other_value(
-    db: tuple[RunStore, Path],
-) -> None:
-    runs, _ = db
-    unlike = [_unlike_a_newborn(c) for c in sqlite_driver.NEWBORN_LITERALS]
-    jobs = [j for u in unlike for j in (_new(), u)]  # runs of each kind, interleaved
-
-    assert await runs.insert_committed(jobs) == {j.id for j in jobs}
-
-    assert await runs.get_many([j.id for j in jobs]) == {j.id: j for j in jobs}
 
 
 async def test_of_two_new_jobs_with_one_key_the_first_is_inserted_whichever_statement_it_takes(

@@ -18,8 +18,8 @@ job inserted already LEASED, handed to a waiting Lease, gets its version 2).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextClause, text
 from sqlalchemy.types import TypeEngine
@@ -59,14 +59,33 @@ def _array(param: str, sql_type: TypeEngine[Any]) -> str:
     return f"CAST(:{param} AS {pg_type(sql_type)}[])"
 
 
-def _statement(skip_taken_keys: bool) -> TextClause:
+def _pg_literal(value: Any) -> str:
+    """A constant of `newborn.NEWBORN_LITERALS` as PostgreSQL reads it."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return f"decode('{value.hex()}', 'hex')"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def _statement(skip_taken_keys: bool, newborn: Mapping[str, Any] | None = None) -> TextClause:
+    """The insert of new jobs; with `newborn` (column -> value), of newborn jobs'
+    rows (`newborn_row`), those columns written as literals."""
     quoted = ", ".join(f'"{c}"' for c in COLUMNS)
-    fields = ", ".join(f'r."{c}"' for c in COLUMNS)
+    newborn = newborn or {}
+    fields = ", ".join(_pg_literal(newborn[c]) if c in newborn else f'r."{c}"' for c in COLUMNS)
+    row_type = "newborn_row" if newborn else "run_row"
     skip = f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
     return text(
         f"WITH inserted AS ("
         f" INSERT INTO runs ({quoted})"
-        f" SELECT {fields} FROM unnest(CAST(:rows AS run_row[])) AS r"
+        f" SELECT {fields} FROM unnest(CAST(:rows AS {row_type}[])) AS r"
         f"{skip if skip_taken_keys else ''}"
         f" RETURNING id, version, state, attempt, created_at"
         f"), events AS ("
@@ -99,6 +118,26 @@ INSERT_JOBS = _statement(skip_taken_keys=True)
 # keyed jobs took 1.86-2.04 ms to insert into `runs` this way against 2.19-2.38
 # with it.
 INSERT_NEW_JOBS = _statement(skip_taken_keys=False)
+
+
+class Inserts(NamedTuple):
+    """The two inserts of new jobs: expecting free keys, and skipping taken ones."""
+
+    new_jobs: TextClause
+    all_jobs: TextClause
+
+
+INSERTS = Inserts(INSERT_NEW_JOBS, INSERT_JOBS)
+
+
+def newborn_inserts(values: Mapping[str, Any]) -> Inserts:
+    """The inserts for rows of newborn jobs (`newborn.Newborn`): `rows` holds
+    each job as a `newborn_row` (migration 0013), the NEWBORN_COLUMNS of its
+    row, and the other columns are `values` (column -> value) as literals.
+    asyncpg encodes and PostgreSQL decodes a composite field by field: an
+    insert of 100 benchmark jobs took 937 µs against 1,026, and 189 µs of the
+    caller's CPU against 228 (medians of 400 alternating)."""
+    return Inserts(_statement(False, values), _statement(True, values))
 
 
 def _save_statement(mutable: Sequence[str]) -> TextClause:

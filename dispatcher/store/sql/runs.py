@@ -52,6 +52,7 @@ from dispatcher.domain.models import (
 from dispatcher.store.sql import pg_bulk, pg_driver, sqlite_bulk, sqlite_driver
 from dispatcher.store.sql.engine import is_sqlite
 from dispatcher.store.sql.held_connection import HeldConnection
+from dispatcher.store.sql.newborn import Newborn
 from dispatcher.store.sql.tables import (
     CALLS_KEY,
     FIRST_EVENT_IMPLIED,
@@ -198,7 +199,7 @@ def job_values(job: Job) -> tuple[Any, ...]:
 
 def _newborn_row() -> tuple[Any, ...]:
     """The row of a job as `Dispatcher` makes a new one, before any option: the
-    values `sqlite_driver.NEWBORN_LITERALS` are written as."""
+    values `newborn.NEWBORN_LITERALS` are written as."""
     job = Job(
         "", "", "", "", b"", "", Priority.DEFAULT, {}, JobState.QUEUED, 0, 1,
         RetryPolicy(), 0, 0, 0,
@@ -206,7 +207,9 @@ def _newborn_row() -> tuple[Any, ...]:
     return job_values(job)
 
 
-_NEWBORN_INSERT = sqlite_driver.NewbornInsert(_newborn_row())
+NEWBORN = Newborn(_newborn_row())
+_NEWBORN_INSERT = sqlite_driver.NewbornInsert(NEWBORN)
+_NEWBORN_INSERTS = pg_bulk.newborn_inserts(NEWBORN.values)
 
 
 def live_entries_statement(after_id: str, limit: int) -> Select[Any]:
@@ -697,15 +700,22 @@ class RunStore:
         PostgreSQL one statement in autocommit, on SQLite one transaction on the
         aiosqlite connection itself (`sqlite_driver`). `calls` are recorded in
         the same write (`RunsTx.record_calls`); a request_id already recorded
-        raises `CallRecorded`, with nothing written."""
+        raises `CallRecorded`, with nothing written. Newborn jobs' rows go
+        without the columns they share (`newborn.py`): on PostgreSQL when every
+        row of the call is one (one statement, so the rows keep their order), on
+        SQLite by runs of consecutive rows."""
         if not jobs:
             return set()
+        rows = [job_values(j) for j in jobs]
         if self._is_postgres:
+            inserts = pg_bulk.INSERTS
+            if all(map(NEWBORN, rows)):
+                rows, inserts = [NEWBORN.bound(r) for r in rows], _NEWBORN_INSERTS
             with telemetry.span("sql.insert_committed"):
-                return await self._insert_committed_pg(_run_rows(jobs, calls))
+                params = {"rows": rows} | _call_params(calls)
+                return await self._insert_committed_pg(params, inserts)
 
         assert self._write_lock is not None  # SQLite
-        rows = [job_values(j) for j in jobs]
         with telemetry.span("sql.insert_committed"):
             async with translate_errors(), self._write_lock, self.engine.connect() as conn:
                 return await sqlite_driver.insert_runs(
@@ -716,7 +726,9 @@ class RunStore:
                     _NEWBORN_INSERT,
                 )
 
-    async def _insert_committed_pg(self, params: dict[str, Any]) -> set[str]:
+    async def _insert_committed_pg(
+        self, params: dict[str, Any], inserts: pg_bulk.Inserts
+    ) -> set[str]:
         """`insert_committed` on PostgreSQL: first as if every key were free
         (`pg_bulk.INSERT_NEW_JOBS`), which is cheaper; when a key is taken, that
         statement fails whole and the one that skips taken keys runs. For the
@@ -728,13 +740,13 @@ class RunStore:
                 self._skip_keys_for -= 1
             else:
                 try:
-                    rows = await pg_driver.fetch(conn, pg_bulk.INSERT_NEW_JOBS, params)
+                    rows = await pg_driver.fetch(conn, inserts.new_jobs, params)
                     return {r[0] for r in rows}
                 except IntegrityError as exc:
                     if not violated(exc, KEYS_INDEX, runs.name):
                         raise
                     self._skip_keys_for = KEY_TAKEN_HOLD
-            rows = await pg_driver.fetch(conn, pg_bulk.INSERT_JOBS, params)
+            rows = await pg_driver.fetch(conn, inserts.all_jobs, params)
         return {r[0] for r in rows}
 
     async def _update_returning(

@@ -21,7 +21,7 @@ sqlite3's named style, so they run as written. `INSERT_RUNS` and
 sqlite3 binds a named parameter by a lookup in the row's dict, and 100 jobs
 converted and inserted cost 15.3-15.8 µs a job that way against 9.4-9.5 as
 tuples (timeit, median of 300, in-memory database, 2-core machine). A new job as
-most are born (`NEWBORN_LITERALS`) binds 18 values, not 40: `NewbornInsert`.
+most are born (`newborn.py`) binds 18 values, not 40: `NewbornInsert`.
 
 The connection comes from SQLAlchemy's pool and goes back to it. SQLAlchemy
 never began a transaction on it, so it may not roll one back on return:
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -44,6 +43,7 @@ from sqlalchemy import TextClause
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dispatcher.store.sql.newborn import Newborn
 from dispatcher.store.sql.tables import (
     KEYED,
     RUN_EVENTS_COLUMN_NAMES,
@@ -71,22 +71,6 @@ def _insert_runs(values: Sequence[str]) -> str:
 
 # Positional: rows come as `runs.job_values` tuples, id first.
 INSERT_RUNS = _insert_runs("?" * len(RUNS_COLUMN_NAMES))
-# The columns every job is born with the same value in, unless it is handed to
-# a waiting Lease at birth or given an option below: `NewbornInsert` writes them
-# as SQL literals instead of binding them. sqlite3 converts and binds each
-# parameter of each row: 100 rows took 700-758 µs to insert with all 40 bound,
-# 545 with the 16 state columns as literals, 464-469 with these 22 (CPU,
-# median of 300 transactions, WAL file database, 2-core machine).
-NEWBORN_LITERALS = (
-    # The state machine's: no attempt, lease, progress, result or error yet.
-    "attempt", "version", "progress_percent", "progress_message", "started_at",
-    "finished_at", "last_error", "result", "result_content_type", "lease_holder",
-    "lease_token", "lease_expires_at", "cancel_requested", "terminal_reason",
-    "has_dependents", "lease_principal",
-    # Options most jobs leave unset (a job that sets one takes INSERT_RUNS).
-    "trace_context", "callback_url", "start_deadline_at", "max_run_ms", "depends_on",
-    "concurrency_key",
-)  # fmt: skip
 # A repeated call (its request_id recorded) fails the transaction whole.
 INSERT_CALLS = (
     f"INSERT INTO {enqueue_calls.name} VALUES ({', '.join('?' * len(enqueue_calls.columns))})"
@@ -98,7 +82,7 @@ T = TypeVar("T")
 
 
 def _sql_literal(value: Any) -> str:
-    """A constant of NEWBORN_LITERALS as SQLite reads it (booleans are 0 and 1)."""
+    """A constant of `newborn.NEWBORN_LITERALS` as SQLite reads it (booleans are 0 and 1)."""
     if value is None:
         return "NULL"
     if isinstance(value, bool | int | float):
@@ -111,20 +95,21 @@ def _sql_literal(value: Any) -> str:
 
 
 class NewbornInsert:
-    """INSERT_RUNS for the rows whose NEWBORN_LITERALS columns hold a newborn
-    job's values (`newborn`, a row in `runs.columns` order): those columns are
-    literals in the statement, and such rows travel without them."""
+    """INSERT_RUNS for the rows of newborn jobs (`newborn.Newborn`): the columns
+    they hold one value in are literals in the statement, and such rows travel
+    without them. sqlite3 converts and binds each parameter of each row: 100
+    rows took 700-758 µs to insert with all 40 bound, 545 with the 16 state
+    columns as literals, 464-469 with the 22 of NEWBORN_LITERALS (CPU, median of
+    300 transactions, WAL file database, 2-core machine)."""
 
-    def __init__(self, newborn: Sequence[Any]) -> None:
-        literal = [RUNS_COLUMN_NAMES.index(c) for c in NEWBORN_LITERALS]
-        bound = [i for i in range(len(RUNS_COLUMN_NAMES)) if i not in literal]
-        self._literals_of = operator.itemgetter(*literal)
-        self._literals = self._literals_of(newborn)
-        self._bound_of = operator.itemgetter(*bound)
-        values = ["?"] * len(RUNS_COLUMN_NAMES)
-        for i in literal:
-            values[i] = _sql_literal(newborn[i])
-        self.statement = _insert_runs(values)
+    def __init__(self, newborn: Newborn) -> None:
+        self._newborn = newborn
+        self.statement = _insert_runs(
+            [
+                _sql_literal(newborn.values[c]) if c in newborn.values else "?"
+                for c in RUNS_COLUMN_NAMES
+            ]
+        )
 
     def statements(
         self, rows: Sequence[tuple[Any, ...]]
@@ -133,10 +118,10 @@ class NewbornInsert:
         consecutive newborn rows as this statement, each other run as INSERT_RUNS
         (order matters: of two jobs with one key, the first is inserted)."""
         out: list[tuple[str, list[tuple[Any, ...]]]] = []
-        literals_of, literals, bound_of = self._literals_of, self._literals, self._bound_of
-        for newborn, run in itertools.groupby(rows, lambda r: literals_of(r) == literals):
+        bound = self._newborn.bound
+        for newborn, run in itertools.groupby(rows, self._newborn):
             if newborn:
-                out.append((self.statement, [bound_of(r) for r in run]))
+                out.append((self.statement, [bound(r) for r in run]))
             else:
                 out.append((INSERT_RUNS, list(run)))
         return out
