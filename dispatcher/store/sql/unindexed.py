@@ -11,6 +11,14 @@ use an index (SQLite's documented way to disqualify one), so the first scan
 takes the partial index of jobs with a deadline and the second walks the
 primary key from its cursor. Other dialects get the column as it is:
 PostgreSQL plans with the statistics autovacuum keeps.
+
+The walk's cost is the rows it passes, live or not: where finished jobs
+precede the live ones (455,000 finished, then 5,000 queued), the first page
+of each pass read 64-70 ms of finished rows where the state index took
+1.3-1.6 ms; later pages cost under 1 ms either way. A pass is one such page
+per 5,000 live jobs, a rebuild one walk of the table (where the state index
+read every live row for each page of 1,000), and the retention sweep bounds
+the finished rows.
 """
 
 from __future__ import annotations
