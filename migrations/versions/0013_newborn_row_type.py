@@ -11,8 +11,10 @@ wall time and 228 -> 189 µs of the caller's CPU. Jobs that differ in any of
 those columns are still inserted as `run_row`.
 
 The attributes are `newborn.NEWBORN_COLUMNS` in order, each with its column's
-type (text for the varchar columns); tests/service/test_run_row_type.py fails
-when they differ. SQLite has no such type: nothing to do there.
+type (text for the varchar columns), written out here as 0011 writes out
+run_row's, not taken from the code, so that the migration stays as it ran;
+tests/service/test_run_row_type.py fails when they differ from the code's.
+SQLite has no such type: nothing to do there.
 
 Revision ID: 0013
 Revises: 0012
