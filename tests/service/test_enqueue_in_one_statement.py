@@ -118,6 +118,7 @@ async def test_new_jobs_read_back_as_inserted_whether_newborn_or_not(
     unlike = [_unlike_a_newborn(c) for c in NEWBORN_LITERALS]
     newborn = [_newborn() for _ in range(3)]
     mixed = [j for u in [_unlike_a_newborn(c) for c in NEWBORN_LITERALS] for j in (_newborn(), u)]
+    assert not any(NEWBORN(job_values(j)) for j in unlike)
 
     for jobs in (newborn, unlike, mixed):
         assert await replica.runs.insert_committed(jobs) == {j.id for j in jobs}
