@@ -145,7 +145,13 @@ _make_spec = m.constructor(m.JobSpec, ("queue", "type", "metadata", "depends_on"
 
 
 def to_domain_spec(s: jpb.JobSpec, field: str = "job") -> m.JobSpec:
-    return _spec(_values(s.ListFields()), field)
+    values: dict[str, Any] = {"queue": "", "type": "", "metadata": {}, "depends_on": []}
+    for fd, value in s.ListFields():
+        name, conversion = _SPEC_FIELDS[fd.number]
+        values[name] = value if conversion is None else conversion(value)
+    if "priority" in values:
+        values["priority"] = to_domain_priority(values["priority"], f"{field}.priority")
+    return _make_spec(values)
 
 
 _PRIORITY = jpb.JobSpec.PRIORITY_FIELD_NUMBER
@@ -154,22 +160,6 @@ _PRIORITY = jpb.JobSpec.PRIORITY_FIELD_NUMBER
 _OWN = frozenset({jpb.JobSpec.PAYLOAD_FIELD_NUMBER, jpb.JobSpec.IDEMPOTENCY_KEY_FIELD_NUMBER})
 # The oneof `start`: a job that sets either field takes neither from defaults.
 _START = frozenset({jpb.JobSpec.RUN_AT_FIELD_NUMBER, jpb.JobSpec.DELAY_FIELD_NUMBER})
-
-
-def _values(fields: Any) -> dict[str, Any]:
-    """The domain spec's values of a message's set fields (`ListFields`); the
-    priority still as the message has it."""
-    values: dict[str, Any] = {"queue": "", "type": "", "metadata": {}, "depends_on": []}
-    for fd, value in fields:
-        name, conversion = _SPEC_FIELDS[fd.number]
-        values[name] = value if conversion is None else conversion(value)
-    return values
-
-
-def _spec(values: dict[str, Any], field: str) -> m.JobSpec:
-    if "priority" in values:
-        values["priority"] = to_domain_priority(values["priority"], f"{field}.priority")
-    return _make_spec(values)
 
 
 def _over(base: m.JobSpec, fields: Any, field: str) -> m.JobSpec:

@@ -29,6 +29,7 @@ the index again, so a stalled Redis slows producers instead of filling memory.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from dispatcher.domain.errors import Unavailable
@@ -89,10 +90,6 @@ class IndexBehind:
             logger.exception("index update failed after commit")
             self._state.request_repair()
         # Wake this replica's Leases even after a failure: one that finds nothing waits again.
-        ready: dict[tuple[str, str], int] = {}
-        for j in jobs:
-            if j.state is JobState.QUEUED:
-                queue = (j.namespace, j.queue)
-                ready[queue] = ready.get(queue, 0) + 1
+        ready = Counter((j.namespace, j.queue) for j in jobs if j.state is JobState.QUEUED)
         for queue, n in ready.items():
             self._waiters.notify(queue, n)
