@@ -37,10 +37,8 @@ def _keyed(key: str | None = None) -> Job:
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of each insert statement the store runs, in order ("new" or "skipping")."""
-    names = {
-        id(inserts.new_jobs): "new"
-        for inserts in (pg_bulk.INSERTS, runs._NEWBORN_INSERTS)  # newborn jobs' rows, or all
-    } | {id(inserts.all_jobs): "skipping" for inserts in (pg_bulk.INSERTS, runs._NEWBORN_INSERTS)}
+    both = (pg_bulk.INSERTS, runs._PG_NEWBORN_INSERTS)  # for all rows, or newborn jobs' only
+    names = {id(i.new_jobs): "new" for i in both} | {id(i.all_jobs): "skipping" for i in both}
     seen: list[str] = []
     real = pg_driver.fetch
 

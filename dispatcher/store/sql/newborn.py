@@ -49,3 +49,20 @@ class Newborn:
     def __call__(self, row: Sequence[Any]) -> bool:
         """Whether `row` is a newborn job's (compared as Python compares: 0 == 0.0)."""
         return bool(self._literals_of(row) == self._literals)
+
+
+def sql_literal(value: Any, postgres: bool) -> str:
+    """A value of `Newborn.values` as a literal of PostgreSQL's or SQLite's SQL.
+    Not SQLAlchemy's `literal_binds`: it writes b"" as '', which SQLite would
+    store as text and read back as a str."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return ("true" if value else "false") if postgres else str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return f"decode('{value.hex()}', 'hex')" if postgres else f"X'{value.hex()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQL literal for {value!r}")

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import BigInteger, Boolean, Float, Integer, LargeBinary, TextClause, text
 from sqlalchemy.types import TypeEngine
 
+from dispatcher.store.sql.newborn import sql_literal
 from dispatcher.store.sql.tables import (
     ACKED_COLUMNS,
     FIRST_EVENT_IMPLIED,
@@ -59,27 +60,14 @@ def _array(param: str, sql_type: TypeEngine[Any]) -> str:
     return f"CAST(:{param} AS {pg_type(sql_type)}[])"
 
 
-def _pg_literal(value: Any) -> str:
-    """A constant of `newborn.NEWBORN_LITERALS` as PostgreSQL reads it."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, bytes):
-        return f"decode('{value.hex()}', 'hex')"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    raise TypeError(f"no SQL literal for {value!r}")
-
-
 def _statement(skip_taken_keys: bool, newborn: Mapping[str, Any] | None = None) -> TextClause:
     """The insert of new jobs; with `newborn` (column -> value), of newborn jobs'
     rows (`newborn_row`), those columns written as literals."""
     quoted = ", ".join(f'"{c}"' for c in COLUMNS)
     newborn = newborn or {}
-    fields = ", ".join(_pg_literal(newborn[c]) if c in newborn else f'r."{c}"' for c in COLUMNS)
+    fields = ", ".join(
+        sql_literal(newborn[c], postgres=True) if c in newborn else f'r."{c}"' for c in COLUMNS
+    )
     row_type = "newborn_row" if newborn else "run_row"
     skip = f" ON CONFLICT (namespace, idempotency_key) WHERE {KEYED} DO NOTHING"
     return text(

@@ -208,8 +208,8 @@ def _newborn_row() -> tuple[Any, ...]:
 
 
 NEWBORN = Newborn(_newborn_row())
-_NEWBORN_INSERT = sqlite_driver.NewbornInsert(NEWBORN)
-_NEWBORN_INSERTS = pg_bulk.newborn_inserts(NEWBORN.values)
+_SQLITE_NEWBORN_INSERT = sqlite_driver.NewbornInsert(NEWBORN)
+_PG_NEWBORN_INSERTS = pg_bulk.newborn_inserts(NEWBORN.values)
 
 
 def live_entries_statement(after_id: str, limit: int) -> Select[Any]:
@@ -710,7 +710,7 @@ class RunStore:
         if self._is_postgres:
             inserts = pg_bulk.INSERTS
             if all(map(NEWBORN, rows)):
-                rows, inserts = [NEWBORN.bound(r) for r in rows], _NEWBORN_INSERTS
+                rows, inserts = [NEWBORN.bound(r) for r in rows], _PG_NEWBORN_INSERTS
             with telemetry.span("sql.insert_committed"):
                 params = {"rows": rows} | _call_params(calls)
                 return await self._insert_committed_pg(params, inserts)
@@ -723,7 +723,7 @@ class RunStore:
                     rows,
                     lambda ids: [event_values(t) for t in _first_events(jobs, ids)],
                     [call_values(c) for c in calls],
-                    _NEWBORN_INSERT,
+                    _SQLITE_NEWBORN_INSERT,
                 )
 
     async def _insert_committed_pg(

@@ -43,7 +43,7 @@ from sqlalchemy import TextClause
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dispatcher.store.sql.newborn import Newborn
+from dispatcher.store.sql.newborn import Newborn, sql_literal
 from dispatcher.store.sql.tables import (
     KEYED,
     RUN_EVENTS_COLUMN_NAMES,
@@ -81,19 +81,6 @@ _IDS_PER_LOOKUP = 500  # below SQLite's oldest limit on bound parameters (999)
 T = TypeVar("T")
 
 
-def _sql_literal(value: Any) -> str:
-    """A constant of `newborn.NEWBORN_LITERALS` as SQLite reads it (booleans are 0 and 1)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool | int | float):
-        return str(int(value) if isinstance(value, bool) else value)
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    raise TypeError(f"no SQL literal for {value!r}")
-
-
 class NewbornInsert:
     """INSERT_RUNS for the rows of newborn jobs (`newborn.Newborn`): the columns
     they hold one value in are literals in the statement, and such rows travel
@@ -106,7 +93,7 @@ class NewbornInsert:
         self._newborn = newborn
         self.statement = _insert_runs(
             [
-                _sql_literal(newborn.values[c]) if c in newborn.values else "?"
+                sql_literal(newborn.values[c], postgres=False) if c in newborn.values else "?"
                 for c in RUNS_COLUMN_NAMES
             ]
         )
